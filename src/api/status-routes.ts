@@ -1,0 +1,116 @@
+import { Job } from 'bullmq';
+import type { FastifyInstance } from 'fastify';
+import { enqueueScheduled } from '../planner/planner.js';
+import type { Engine } from '../runtime/engine.js';
+import { deliveryJobId } from '../runtime/queues.js';
+import { type AppRow, eventState } from '../status/model.js';
+import { adminAuth } from './admin-auth.js';
+
+const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
+
+function appView(engine: Engine, app: string, row: AppRow) {
+  const config = engine.config.apps.find((a) => a.id === app);
+  return {
+    app,
+    name: config?.name ?? app,
+    kind: row.kind,
+    action: row.action,
+    state: row.state,
+    dueAt: iso(row.dueAt),
+    startedAt: iso(row.startedAt),
+    finishedAt: iso(row.finishedAt),
+    attempts: row.attempts,
+    lastError: row.lastError ?? null,
+    after: config?.after ?? [],
+    ...(row.detail ? { detail: row.detail } : {}),
+    ...(row.warning ? { warning: row.warning } : {}),
+    ...(row.supersededBy ? { supersededBy: row.supersededBy } : {}),
+  };
+}
+
+const byDue = (a: [string, AppRow], b: [string, AppRow]) => a[1].dueAt - b[1].dueAt || a[0].localeCompare(b[0]);
+
+/** Admin routes: event status, a user's propagation, operator retry of a dead-lettered app. */
+export async function statusRoutes(app: FastifyInstance, opts: { engine: Engine }) {
+  const { engine } = opts;
+  app.addHook('onRequest', adminAuth(engine.config.service.admin.tokens));
+
+  app.get<{ Params: { id: string } }>('/v1/events/:id', async (req, reply) => {
+    const ev = await engine.store.getEvent(req.params.id);
+    if (!ev) return reply.code(404).send({ error: 'not_found', message: `no event ${req.params.id}` });
+    const rows = Object.entries(ev.rows).sort(byDue);
+    return {
+      eventId: ev.meta.id,
+      state: eventState(
+        rows.map(([, r]) => r),
+        ev.meta.planned === true,
+        ev.meta.supersededBy,
+      ),
+      type: ev.meta.type,
+      occurredAt: ev.meta.occurredAt,
+      receivedAt: ev.meta.receivedAt,
+      source: ev.meta.source,
+      user: { id: ev.meta.user.id, username: ev.meta.user.username },
+      planned: ev.meta.planned === true,
+      ...(ev.meta.supersededBy ? { supersededBy: ev.meta.supersededBy } : {}),
+      apps: rows.map(([name, row]) => appView(engine, name, row)),
+    };
+  });
+
+  app.get<{ Params: { username: string } }>('/v1/users/:username/propagation', async (req, reply) => {
+    const { username } = req.params;
+    const latest = await engine.store.latestForUser(username);
+    if (!latest.latest)
+      return reply.code(404).send({ error: 'not_found', message: `no password change seen for ${username}` });
+    const apps = [];
+    for (const [appId, eventId] of Object.entries(latest.apps).sort(([a], [b]) => a.localeCompare(b))) {
+      const ev = await engine.store.getEvent(eventId);
+      const row = ev?.rows[appId];
+      if (!ev || !row) continue;
+      const view = appView(engine, appId, row);
+      apps.push({
+        ...view,
+        eventId,
+        occurredAt: ev.meta.occurredAt,
+        summary:
+          row.state === 'done'
+            ? `done at ${view.finishedAt}`
+            : row.state === 'skipped' || row.state === 'failed'
+              ? `${row.state}: ${row.lastError ?? row.detail ?? ''}`.trim()
+              : `${row.state}, due at ${view.dueAt}`,
+      });
+    }
+    return { username, latestEventId: latest.latest, apps };
+  });
+
+  app.post<{ Params: { id: string; app: string } }>('/v1/events/:id/apps/:app/retry', async (req, reply) => {
+    const { id, app: appId } = req.params;
+    const ev = await engine.store.getEvent(id);
+    const row = ev?.rows[appId];
+    if (!ev || !row) return reply.code(404).send({ error: 'not_found', message: `no app ${appId} in event ${id}` });
+    if (!engine.apps.has(appId)) {
+      return reply
+        .code(409)
+        .send({ error: 'app_not_configured', message: `app ${appId} is not configured or disabled` });
+    }
+    const now = Date.now();
+    const reset = await engine.store.patchIf(id, appId, ['failed'], {
+      state: 'scheduled',
+      dueAt: now,
+      attempts: 0,
+      finishedAt: null,
+      startedAt: null,
+    });
+    if (!reset) {
+      return reply
+        .code(409)
+        .send({ error: 'not_failed', message: `app ${appId} is ${row.state}; only a failed app can be retried` });
+    }
+    const queue = engine.queues.delivery.get(row.kind);
+    const old = queue ? await Job.fromId(queue, deliveryJobId(id, appId)) : undefined;
+    if (old) await old.remove().catch(() => undefined);
+    await enqueueScheduled(engine, id, ev.meta.user.username, { [appId]: reset }, now);
+    engine.log.info({ eventId: id, app: appId, state: 'scheduled', by: 'operator' }, 'app retry requested');
+    return reply.code(202).send({ eventId: id, app: appId, state: 'scheduled' });
+  });
+}

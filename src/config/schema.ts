@@ -1,0 +1,105 @@
+import { z } from 'zod';
+import type { TargetAdapter } from '../targets/adapter.js';
+import { duration, type SchemaContext } from './schema-context.js';
+
+export const APP_ID = /^[a-z0-9][a-z0-9-]*$/;
+
+const secretList = (what: string, minLength: number) =>
+  z
+    .array(z.string().min(minLength, `each ${what} must be at least ${minLength} characters`))
+    .min(1, `at least one ${what} is required`);
+
+const webhookSecret = z
+  .string()
+  .regex(/^whsec_[A-Za-z0-9+/=]{24,}$/, 'a Standard Webhooks secret looks like whsec_<base64, 24+ chars>');
+
+/** `ripple.yaml`. */
+export const serviceSchema = z.strictObject({
+  ingest: z.strictObject({
+    secrets: z.array(webhookSecret).min(1, 'at least one secret is required'),
+    maxBodyBytes: z.number().int().min(1024).max(10_485_760).default(65_536),
+  }),
+  admin: z.strictObject({ tokens: secretList('admin token', 16) }),
+  vault: z.strictObject({
+    keyId: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,32}$/, 'use 1-32 letters, digits, _ . -')
+      .default('k1'),
+    key: z.string().transform((value, ctx) => {
+      const key = Buffer.from(value, 'base64');
+      if (key.length !== 32 || key.toString('base64') !== value.replace(/\s/g, '')) {
+        ctx.addIssue({ code: 'custom', message: 'must be 32 bytes in base64 (openssl rand -base64 32)' });
+        return z.NEVER;
+      }
+      return key;
+    }),
+    /** The longest a credential stays in the vault, finished or not. */
+    ttl: duration().default(86_400_000),
+  }),
+  redis: z
+    .strictObject({
+      prefix: z
+        .string()
+        .regex(/^[A-Za-z0-9_-]+$/, 'use letters, digits, _ and -')
+        .default('ripple'),
+    })
+    .default({ prefix: 'ripple' }),
+  workers: z
+    .strictObject({
+      /** Concurrent jobs per worker process, per kind; unset kinds use the kind's default. */
+      concurrency: z.record(z.string(), z.number().int().min(1).max(1000)).default({}),
+      /** On SIGTERM, how long active deliveries may run before the process exits anyway. */
+      drainTimeout: duration().default(30_000),
+    })
+    .default({ concurrency: {}, drainTimeout: 30_000 }),
+  status: z
+    .strictObject({
+      /** How long event status is kept after the event was received. */
+      retention: duration().default(30 * 86_400_000),
+    })
+    .default({ retention: 30 * 86_400_000 }),
+  metrics: z.strictObject({ public: z.boolean().default(false) }).default({ public: false }),
+  /** Ripple's public base URL (used in statusUrl, SAML metadata and as token issuer). */
+  issuer: z.url().optional(),
+});
+
+export type ServiceConfig = z.output<typeof serviceSchema>;
+
+const assignSchema = z.union([
+  z.literal('all'),
+  z.strictObject({ groups: z.array(z.string().min(1)).min(1) }),
+  z.strictObject({ users: z.array(z.string().min(1)).min(1) }),
+]);
+
+const retrySchema = z.strictObject({
+  attempts: z.number().int().min(1).max(100).default(12),
+  backoff: duration().default(5_000),
+  maxBackoff: duration().default(3_600_000),
+});
+
+/** Keys every app file has, whatever its kind. */
+export const commonAppShape = {
+  id: z.string().regex(APP_ID, 'use lowercase letters, digits and -').max(63),
+  name: z.string().min(1).optional(),
+  enabled: z.boolean().default(true),
+  assign: assignSchema.default('all'),
+  delay: duration().default(0),
+  jitter: duration().default(0),
+  after: z.array(z.string().regex(APP_ID, 'not an app id')).default([]),
+  retry: retrySchema.default({ attempts: 12, backoff: 5_000, maxBackoff: 3_600_000 }),
+  rateLimit: z.strictObject({ max: z.number().int().min(1), per: duration() }).optional(),
+  timeout: duration().default(10_000),
+};
+
+/** The schema of one app file of the given kind: common keys plus the `<kind>:` block. */
+export function appSchemaFor(adapter: TargetAdapter, ctx: SchemaContext) {
+  const actions = adapter.actions as readonly [string, ...string[]];
+  return z.strictObject({
+    ...commonAppShape,
+    kind: z.literal(adapter.kind),
+    action: z
+      .enum(actions, { error: `${adapter.kind} supports ${actions.join(' | ')}` })
+      .default(adapter.defaultAction),
+    [adapter.kind]: adapter.settings(ctx),
+  });
+}

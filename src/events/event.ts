@@ -1,0 +1,37 @@
+import { z } from 'zod';
+import type { PasswordChange } from '../targets/adapter.js';
+
+/** `webhook-id`: the event id. Restricted so it is safe in Redis keys, job ids and URLs. */
+export const EVENT_ID = /^[A-Za-z0-9_.-]{1,128}$/;
+
+const username = z
+  .string()
+  .min(1)
+  .max(256)
+  .refine((s) => !/[\p{Cc}]/u.test(s), 'must not contain control characters');
+
+/** The body of `POST /v1/events`. */
+export const eventBodySchema = z.strictObject({
+  type: z.literal('password.changed', { error: 'must be "password.changed"' }),
+  occurredAt: z.iso.datetime({ offset: true, error: 'must be an ISO 8601 date-time, e.g. 2026-11-27T07:00:00Z' }),
+  user: z.strictObject({
+    id: z.string().min(1).max(256),
+    username,
+    email: z.email().max(320).optional(),
+    groups: z.array(z.string().min(1).max(256)).max(1000).default([]),
+  }),
+  source: z.string().min(1).max(64),
+  credential: z.strictObject({ password: z.string().min(1).max(1024) }).optional(),
+});
+
+export type EventBody = z.output<typeof eventBodySchema>;
+
+/** What the status store keeps about an event (never the credential). */
+export interface EventMeta extends PasswordChange {
+  /** sha256 of the raw body, to tell a retry (same body) from a conflicting reuse of the id. */
+  bodyHash: string;
+  hasCredential: boolean;
+  /** Set once every app has been planned. */
+  planned?: boolean;
+  supersededBy?: string;
+}

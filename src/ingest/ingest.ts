@@ -1,0 +1,134 @@
+import { createHash } from 'node:crypto';
+import { Webhook, WebhookVerificationError } from 'standardwebhooks';
+import { formatPath } from '../config/env.js';
+import { EVENT_ID, type EventMeta, eventBodySchema } from '../events/event.js';
+import type { Engine } from '../runtime/engine.js';
+import { planJobId } from '../runtime/queues.js';
+
+export interface IngestAnswer {
+  status: 202 | 400 | 401 | 409;
+  body: Record<string, unknown>;
+}
+
+const refuse = (status: 400 | 401 | 409, error: string, message: string, extra?: object): IngestAnswer => ({
+  status,
+  body: { error, message, ...extra },
+});
+
+/** Verifies Standard Webhooks signatures against every configured secret (rotation). */
+export class SignatureVerifier {
+  private readonly hooks: Webhook[];
+  constructor(secrets: readonly string[]) {
+    this.hooks = secrets.map((s) => new Webhook(s));
+  }
+
+  /** Undefined when valid, else why not. The library compares in constant time and enforces ±5 minutes. */
+  check(payload: string, headers: Record<string, string>): string | undefined {
+    let reason = 'signature does not match any ingest secret';
+    for (const hook of this.hooks) {
+      try {
+        hook.verify(payload, headers, { jsonParse: false });
+        return undefined;
+      } catch (err) {
+        if (!(err instanceof WebhookVerificationError)) throw err;
+        if (/timestamp/i.test(err.message)) return `${err.message} (allowed: ±5 minutes)`;
+        if (/header/i.test(err.message)) reason = err.message;
+      }
+    }
+    return reason;
+  }
+}
+
+/**
+ * Accepts one signed event: verify, validate, deduplicate on `webhook-id`, seal the credential,
+ * record the event and enqueue it. Answers 202 only once Redis holds the event.
+ */
+export async function ingestEvent(
+  engine: Engine,
+  verifier: SignatureVerifier,
+  raw: Buffer,
+  headers: Record<string, string | string[] | undefined>,
+  now = new Date(),
+): Promise<IngestAnswer> {
+  const header = (name: string) => {
+    const v = headers[name];
+    return Array.isArray(v) ? v[0] : v;
+  };
+  const id = header('webhook-id');
+  const timestamp = header('webhook-timestamp');
+  const signature = header('webhook-signature');
+  for (const [name, value] of [
+    ['webhook-id', id],
+    ['webhook-timestamp', timestamp],
+    ['webhook-signature', signature],
+  ] as const) {
+    if (!value) return refuse(401, 'signature_missing', `header ${name} is required (Standard Webhooks)`);
+  }
+  const payload = raw.toString('utf8');
+  const bad = verifier.check(payload, {
+    'webhook-id': id as string,
+    'webhook-timestamp': timestamp as string,
+    'webhook-signature': signature as string,
+  });
+  if (bad) return refuse(401, 'signature_invalid', bad);
+  if (!EVENT_ID.test(id as string)) {
+    return refuse(400, 'invalid_event_id', 'webhook-id must be 1-128 characters of A-Z a-z 0-9 _ . -');
+  }
+  const eventId = id as string;
+
+  let json: unknown;
+  try {
+    json = JSON.parse(payload);
+  } catch (err) {
+    return refuse(400, 'invalid_json', `body is not JSON: ${(err as Error).message}`);
+  }
+  const parsed = eventBodySchema.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => ({
+      field: formatPath(i.path) || '(body)',
+      message: i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : i.message,
+    }));
+    return refuse(400, 'invalid_body', issues.map((i) => `${i.field}: ${i.message}`).join('; '), { issues });
+  }
+  const body = parsed.data;
+  const meta: EventMeta = {
+    id: eventId,
+    type: body.type,
+    occurredAt: new Date(body.occurredAt).toISOString(),
+    receivedAt: now.toISOString(),
+    source: body.source,
+    user: body.user,
+    bodyHash: createHash('sha256').update(raw).digest('hex'),
+    hasCredential: body.credential !== undefined,
+  };
+  const created = await engine.store.createEvent(meta);
+  if (created === 'conflict') {
+    engine.metrics.eventsReceived.inc({ outcome: 'conflict' });
+    return refuse(409, 'event_id_conflict', `event ${eventId} was already received with a different body`);
+  }
+  if (body.credential && (created === 'created' || (await needsCredentialAgain(engine, eventId)))) {
+    await engine.vault.put(eventId, body.credential.password);
+  }
+  // The deterministic job id makes this a no-op when the first attempt got this far.
+  await engine.queues.events.add('plan', { eventId }, { jobId: planJobId(eventId) });
+  engine.metrics.eventsReceived.inc({ outcome: created === 'created' ? 'accepted' : 'duplicate' });
+  if (created === 'created') {
+    engine.log.info(
+      { eventId, username: meta.user.username, source: meta.source, occurredAt: meta.occurredAt },
+      'event received',
+    );
+  }
+  return { status: 202, body: { eventId, statusUrl: statusUrl(engine, eventId) } };
+}
+
+export function statusUrl(engine: Engine, eventId: string): string {
+  const path = `/v1/events/${encodeURIComponent(eventId)}`;
+  const issuer = engine.config.service.issuer;
+  return issuer ? new URL(path, issuer).toString() : path;
+}
+
+/** A retry of an event whose first attempt crashed before sealing its credential (never after planning). */
+async function needsCredentialAgain(engine: Engine, eventId: string): Promise<boolean> {
+  const stored = await engine.store.getEvent(eventId);
+  return !stored?.meta.planned && !(await engine.vault.has(eventId));
+}

@@ -1,0 +1,86 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import type { SchemaContext } from '../config/schema-context.js';
+import type { AppConfig, ServiceConfig } from '../config/types.js';
+
+/** What a kind does for the user: make the new password work, end sessions, or just tell. */
+export type TargetCategory = 'credential' | 'session' | 'notify';
+
+/** `revoke` ends what the old password opened; `refresh` makes it renew on its next cycle. */
+export type Action = 'revoke' | 'refresh';
+
+/** The password change as a target sees it. Never holds the credential. */
+export interface PasswordChange {
+  id: string;
+  type: 'password.changed';
+  occurredAt: string;
+  receivedAt: string;
+  source: string;
+  user: { id: string; username: string; email?: string | undefined; groups: string[] };
+}
+
+/** Engine services an adapter may use. Kinds that need more add an optional member here. */
+export interface EngineServices {
+  config: ServiceConfig;
+  redis: Redis;
+  /** Redis key prefix of this Ripple instance (tests run several side by side). */
+  prefix: string;
+  log: Logger;
+}
+
+export interface DeliveryContext<S = unknown> {
+  app: AppConfig<S>;
+  event: PasswordChange;
+  action: Action;
+  /** 1 on the first try. */
+  attempt: number;
+  /** Aborted when the app's `timeout` passes or the worker shuts down. */
+  signal: AbortSignal;
+  log: Logger;
+  /** Decrypts the event's credential from the vault; undefined when the event carried none. */
+  credential(): Promise<string | undefined>;
+  services: EngineServices;
+}
+
+export interface DeliveryResult {
+  /** `skipped`: nothing to do for this user here (e.g. not in this directory); `detail` says why. */
+  outcome: 'done' | 'skipped';
+  detail?: string;
+  /** Done, but an operator should look (e.g. SAML PartialLogout). */
+  warning?: string;
+}
+
+export interface ProbeResult {
+  ok: boolean;
+  detail: string;
+}
+
+/** One configured app, ready to act. Created once at start-up; must be safe for concurrent `deliver` calls. */
+export interface Target {
+  /** Throws a DeliveryError (Transient or Permanent) on failure. */
+  deliver(ctx: DeliveryContext): Promise<DeliveryResult>;
+  /** Checks that the app is reachable and correctly configured, without changing anything. */
+  probe(signal: AbortSignal): Promise<ProbeResult>;
+  close?(): Promise<void>;
+}
+
+/**
+ * A target kind: `workers/<kind>/` exports exactly one of these and `workers/index.ts`
+ * registers it. The registry's key must equal `kind` (checked at compile time).
+ */
+export interface TargetAdapter<K extends string = string, S = unknown> {
+  kind: K;
+  category: TargetCategory;
+  /** The actions this kind supports; an app asking for another is refused at start-up. */
+  actions: readonly Action[];
+  /** Default action when an app leaves `action` out. */
+  defaultAction: Action;
+  /** Whether delivery needs the new password from the vault. */
+  needsCredential: boolean;
+  /** Default number of concurrent jobs per worker process for this kind. */
+  concurrency: number;
+  /** Schema of the app's `<kind>:` block. May read files relative to the config directory. */
+  settings(ctx: SchemaContext): z.ZodType<S>;
+  create(app: AppConfig<S>, services: EngineServices): Target;
+}

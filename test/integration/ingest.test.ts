@@ -1,0 +1,178 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EmbeddedRedis } from '../../src/redis/embedded.js';
+import {
+  OLD_WEBHOOK_SECRET,
+  passwordChanged,
+  signedHeaders,
+  startReceiver,
+  startRipple,
+  startTestRedis,
+  type TestRipple,
+  webhookApp,
+} from '../support/ripple.js';
+
+let redis: EmbeddedRedis;
+let t: TestRipple;
+let receiver: Awaited<ReturnType<typeof startReceiver>>;
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  receiver = await startReceiver();
+  // Workers off: these tests look at what ingest accepts and enqueues, not at delivery.
+  t = await startRipple({
+    redisUrl: redis.url,
+    apps: [webhookApp('audit', receiver.url)],
+    workers: false,
+    planner: false,
+  });
+});
+afterAll(async () => {
+  await t?.close();
+  await receiver?.close();
+  await redis?.stop();
+});
+
+const queuedPlans = () => t.ripple.engine.queues.events.getJobCountByTypes('wait', 'active', 'delayed', 'completed');
+
+describe('POST /v1/events signatures', () => {
+  it('accepts a correctly signed event with 202, eventId and statusUrl', async () => {
+    const res = await t.send(passwordChanged('alice'), { id: 'evt_sig_ok' });
+    expect(res.status).toBe(202);
+    expect(res.json).toEqual({ eventId: 'evt_sig_ok', statusUrl: '/v1/events/evt_sig_ok' });
+    expect(await t.ripple.engine.store.getEvent('evt_sig_ok')).toBeDefined();
+  });
+
+  it('accepts an event signed with an older secret still listed (rotation)', async () => {
+    const res = await t.send(passwordChanged('alice'), { secret: OLD_WEBHOOK_SECRET });
+    expect(res.status).toBe(202);
+  });
+
+  it.each([
+    ['missing signature', { headers: { 'webhook-signature': '' } }, /webhook-signature is required/],
+    ['an unknown secret', { secret: 'whsec_bm90LW91ci1zZWNyZXQtYXQtYWxsLTEyMzQ1Ng==' }, /does not match/],
+    ['a timestamp 6 minutes old', { timestamp: new Date(Date.now() - 6 * 60_000) }, /too old/],
+    ['a timestamp 6 minutes ahead', { timestamp: new Date(Date.now() + 6 * 60_000) }, /too new/],
+  ])('refuses %s with 401 and enqueues nothing', async (_name, opts, reason) => {
+    const before = await queuedPlans();
+    const res = await t.send(passwordChanged('mallory'), opts);
+    expect(res.status).toBe(401);
+    expect(String(res.json.message)).toMatch(reason);
+    expect(await queuedPlans()).toBe(before);
+  });
+
+  it('refuses a body changed after signing', async () => {
+    const payload = JSON.stringify(passwordChanged('alice'));
+    const headers = signedHeaders(payload, { id: 'evt_tampered' });
+    const res = await t.http.inject({
+      method: 'POST',
+      url: '/v1/events',
+      payload: payload.replace('alice', 'admin'),
+      headers,
+    });
+    expect(res.statusCode).toBe(401);
+  });
+});
+
+describe('POST /v1/events body', () => {
+  it.each([
+    ['a wrong type', { type: 'password.reset' }, 'type'],
+    ['a bad occurredAt', { occurredAt: 'yesterday' }, 'occurredAt'],
+    ['no user', { user: undefined }, 'user'],
+    ['an empty username', { user: { id: 'u1', username: '' } }, 'user.username'],
+    ['a bad email', { user: { id: 'u1', username: 'bob', email: 'not-an-email' } }, 'user.email'],
+    ['an unknown field', { extra: 1 }, 'unknown field'],
+    ['an empty password', { credential: { password: '' } }, 'credential.password'],
+  ])('refuses %s with 400 naming the field', async (_name, patch, field) => {
+    const body = { ...passwordChanged('bob'), ...patch };
+    const res = await t.send(body);
+    expect(res.status).toBe(400);
+    expect(res.json.error).toBe('invalid_body');
+    expect(String(res.json.message)).toContain(field);
+  });
+
+  it('refuses a body that is not JSON', async () => {
+    const res = await t.send({}, { raw: '{"type": "password.changed",' });
+    expect(res.status).toBe(400);
+    expect(res.json.error).toBe('invalid_json');
+  });
+
+  it('refuses a body over the size limit with 413', async () => {
+    const res = await t.send({ ...passwordChanged('bob'), source: 'x'.repeat(70_000) });
+    expect(res.status).toBe(413);
+    expect(res.json.message).toMatch(/too large/i);
+  });
+
+  it('refuses a non-JSON content type with 415', async () => {
+    const payload = JSON.stringify(passwordChanged('bob'));
+    const res = await t.http.inject({
+      method: 'POST',
+      url: '/v1/events',
+      payload,
+      headers: { ...signedHeaders(payload, { id: 'evt_ct' }), 'content-type': 'text/plain' },
+    });
+    expect(res.statusCode).toBe(415);
+  });
+
+  it('refuses a webhook-id that is unsafe as a key', async () => {
+    const res = await t.send(passwordChanged('bob'), { id: 'evt/../../x' });
+    expect(res.status).toBe(400);
+    expect(res.json.error).toBe('invalid_event_id');
+  });
+
+  it('never answers 5xx to junk', async () => {
+    const junk = ['', 'null', '[]', '"x"', '{"type":null}', '{"user":[]}', '\u0000\u0001', '{"__proto__":{"x":1}}'];
+    for (const raw of junk) {
+      const res = await t.send({}, { raw });
+      expect(res.status, raw).toBeGreaterThanOrEqual(400);
+      expect(res.status, raw).toBeLessThan(500);
+      expect(typeof res.json.message, raw).toBe('string');
+    }
+  });
+});
+
+describe('POST /v1/events deduplication', () => {
+  it('the same webhook-id and body again gives the same answer and enqueues nothing', async () => {
+    const body = passwordChanged('carol');
+    const first = await t.send(body, { id: 'evt_dup' });
+    const count = await queuedPlans();
+    const again = await t.send(body, { id: 'evt_dup' });
+    expect(again).toEqual(first);
+    expect(await queuedPlans()).toBe(count);
+  });
+
+  it('the same webhook-id with a different body is a 409', async () => {
+    await t.send(passwordChanged('dave'), { id: 'evt_conflict' });
+    const res = await t.send(passwordChanged('eve'), { id: 'evt_conflict' });
+    expect(res.status).toBe(409);
+    expect(res.json.error).toBe('event_id_conflict');
+    const stored = await t.ripple.engine.store.getEvent('evt_conflict');
+    expect(stored?.meta.user.username).toBe('dave');
+  });
+});
+
+describe('admin routes', () => {
+  it('need the admin token', async () => {
+    for (const url of ['/v1/events/evt_sig_ok', '/v1/users/alice/propagation', '/metrics', '/admin/queues']) {
+      const none = await t.http.inject({ url });
+      expect(none.statusCode, url).toBe(401);
+      const wrong = await t.http.inject({ url, headers: { authorization: 'Bearer not-the-token-000000' } });
+      expect(wrong.statusCode, url).toBe(401);
+    }
+  });
+
+  it('the dashboard takes the token as the Basic-auth password and prompts browsers', async () => {
+    const none = await t.http.inject({ url: '/admin/queues' });
+    expect(none.headers['www-authenticate']).toMatch(/^Basic/);
+    const basic = Buffer.from('ops:test-admin-token-0123456789').toString('base64');
+    const res = await t.http.inject({ url: '/admin/queues', headers: { authorization: `Basic ${basic}` } });
+    expect(res.statusCode).toBe(200);
+    expect(res.body).toContain('<html');
+  });
+
+  it('health needs no token; readiness reports Redis', async () => {
+    expect((await t.http.inject({ url: '/healthz' })).statusCode).toBe(200);
+    const ready = await t.http.inject({ url: '/readyz' });
+    expect(ready.statusCode).toBe(200);
+    expect(ready.json()).toMatchObject({ redis: 'ok', config: 'loaded' });
+  });
+});

@@ -1,0 +1,13 @@
+import type { TargetAdapter } from '../src/targets/adapter.js';
+import { webhookAdapter } from './webhook/index.js';
+
+/**
+ * Every target kind, by name. Adding a kind is its own folder plus one line here;
+ * the `satisfies` clause makes a key that differs from its adapter's `kind` a compile error.
+ */
+export const targetKinds = {
+  webhook: webhookAdapter,
+  // biome-ignore lint/suspicious/noExplicitAny: each adapter has its own settings type
+} satisfies { [K in string]: TargetAdapter<K, any> };
+
+export type TargetKind = keyof typeof targetKinds;
