@@ -1,4 +1,6 @@
 import type { TargetAdapter } from '../src/targets/adapter.js';
+import { ldapAdapter } from './ldap/index.js';
+import { radiusAdapter } from './radius/index.js';
 import { webhookAdapter } from './webhook/index.js';
 
 /**
@@ -7,6 +9,8 @@ import { webhookAdapter } from './webhook/index.js';
  */
 export const targetKinds = {
   webhook: webhookAdapter,
+  ldap: ldapAdapter,
+  radius: radiusAdapter,
   // biome-ignore lint/suspicious/noExplicitAny: each adapter has its own settings type
 } satisfies { [K in string]: TargetAdapter<K, any> };
 

@@ -87,7 +87,11 @@ function readYaml(file: string, env: NodeJS.ProcessEnv, errors: ConfigError[]): 
     for (const e of doc.errors) errors.push(new ConfigError(file, '', `YAML: ${e.message.split('\n')[0]}`));
     return undefined;
   }
-  const resolved = resolveEnv(doc.toJS(), file, env);
+  const tree: unknown = doc.toJS();
+  const resolved = resolveEnv(tree, file, env);
+  // A disabled app never runs, so its secrets need not be set (its other keys are still checked).
+  const disabled = !!tree && typeof tree === 'object' && (tree as Record<string, unknown>).enabled === false;
+  if (disabled) return resolved.value;
   errors.push(...resolved.errors);
   return resolved.errors.length > 0 ? undefined : resolved.value;
 }

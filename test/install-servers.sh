@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the real servers the test suite starts (Debian/Ubuntu packages), only when missing.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have redis-server || need+=(redis-server)
+have slapd || need+=(slapd)
+have ldapsearch || need+=(ldap-utils)
+have freeradius || need+=(freeradius)
+have radclient || need+=(freeradius-utils)
+[ -e /usr/lib/freeradius/rlm_ldap.so ] || need+=(freeradius-ldap)
+have xmlsec1 || need+=(xmlsec1)
+have openssl || need+=(openssl)
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "test servers: all installed"
+  exit 0
+fi
+echo "test servers: installing ${need[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# The packages start system services we do not use; the tests run their own instances.
+for svc in slapd freeradius; do $SUDO service "$svc" stop >/dev/null 2>&1 || true; done
+echo "test servers: installed"

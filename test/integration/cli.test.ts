@@ -1,0 +1,109 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EmbeddedRedis } from '../../src/redis/embedded.js';
+import { runCli } from '../support/cli.js';
+import { ADMIN_TOKEN, startReceiver, startRipple, startTestRedis, webhookApp, writeConfig } from '../support/ripple.js';
+
+const URL = 'http://127.0.0.1:9/hook';
+
+describe('ripple config check', () => {
+  it('lists the apps it would run', async () => {
+    const dir = writeConfig([
+      webhookApp('corp-audit', URL, { delay: '15m', jitter: '30s', assign: { groups: ['eng'] } }),
+      webhookApp('siem', URL, { after: ['corp-audit'], enabled: false }),
+    ]);
+    const res = await runCli(['config', 'check'], { RIPPLE_CONFIG: dir });
+    expect(res.code).toBe(0);
+    expect(res.stdout).toContain('OK, 2 app(s)');
+    expect(res.stdout).toMatch(/corp-audit\s+webhook\s+revoke\s+15m\s+30s\s+-\s+groups: eng\s+yes/);
+    expect(res.stdout).toMatch(/siem\s+webhook\s+revoke\s+0\s+0\s+corp-audit\s+all\s+no/);
+  });
+
+  it('exits 1 naming file, key and reason', async () => {
+    const dir = writeConfig([]);
+    mkdirSync(join(dir, 'apps'), { recursive: true });
+    writeFileSync(
+      join(dir, 'apps', 'hr.yaml'),
+      'id: hr\nkind: webhook\ndelay: later\nwebhook: { url: "http://x", secret: "${HR_SECRET}" }\n',
+    );
+    const res = await runCli(['config', 'check'], { RIPPLE_CONFIG: dir });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/apps\/hr\.yaml: webhook\.secret: environment variable HR_SECRET is not set/);
+  });
+
+  it('ripple start refuses a bad config before starting anything', async () => {
+    const dir = writeConfig([webhookApp('a', URL, { after: ['ghost'] })]);
+    const res = await runCli(['start'], { RIPPLE_CONFIG: dir, REDIS_URL: 'redis://127.0.0.1:1' });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/apps\/a\.yaml: after\[0\]: no app has id "ghost"/);
+  });
+});
+
+describe('ripple plan', () => {
+  it('shows each app, when it is due and what it waits on, without Redis', async () => {
+    const dir = writeConfig([
+      webhookApp('ldap-ish', URL),
+      webhookApp('wifi-ish', URL, { after: ['ldap-ish'], delay: '5m' }),
+      webhookApp('ops-tool', URL, { assign: { groups: ['ops'] } }),
+    ]);
+    const res = await runCli(['plan', '--user', 'alice', '--groups', 'eng', '--at', '2026-11-27T07:00:00Z'], {
+      RIPPLE_CONFIG: dir,
+      REDIS_URL: 'redis://127.0.0.1:1',
+    });
+    expect(res.code).toBe(0);
+    expect(res.stdout).toMatch(/1\s+ldap-ish\s+webhook\s+revoke\s+2026-11-27T07:00:00.000Z\s+\+0\s+-/);
+    expect(res.stdout).toMatch(/2\s+wifi-ish\s+webhook\s+revoke\s+2026-11-27T07:05:00.000Z\s+\+5m\s+ldap-ish/);
+    expect(res.stdout).not.toContain('ops-tool');
+  });
+});
+
+describe('ripple start without Redis', () => {
+  it('says in one line how to install redis-server or set REDIS_URL', async () => {
+    const dir = writeConfig([webhookApp('a', URL)]);
+    const res = await runCli(['start'], { RIPPLE_CONFIG: dir, REDIS_URL: '', PATH: '/nonexistent' });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(
+      /redis-server not found\. Install it: apt-get install -y redis-server .* or set REDIS_URL/,
+    );
+  });
+});
+
+describe('ripple emit', () => {
+  let redis: EmbeddedRedis;
+  beforeAll(async () => {
+    redis = await startTestRedis();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it('signs and sends an event a running Ripple accepts, password from stdin', async () => {
+    const rx = await startReceiver();
+    const apps = [webhookApp('audit', rx.url)];
+    const configDir = writeConfig(apps);
+    const t = await startRipple({ redisUrl: redis.url, apps, configDir });
+    try {
+      const address = await t.http.listen({ port: 0, host: '127.0.0.1' });
+      const res = await runCli(
+        ['emit', '--user', 'alice', '--groups', 'eng', '--password-stdin', '--url', address],
+        {
+          RIPPLE_CONFIG: configDir,
+        },
+        'n3w-Passw0rd\n',
+      );
+      expect(res.stdout).toMatch(/^HTTP 202 /);
+      expect(res.code).toBe(0);
+      const eventId = JSON.parse(res.stdout.replace(/^HTTP 202 /, '')).eventId as string;
+      await t.waitForEvent(eventId, ['done']);
+      const view = await t.http.inject({
+        url: '/v1/users/alice/propagation',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      });
+      expect(view.json()).toMatchObject({ latestEventId: eventId, apps: [{ app: 'audit', state: 'done' }] });
+    } finally {
+      await t.close();
+      await rx.close();
+    }
+  });
+});

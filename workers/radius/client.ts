@@ -1,0 +1,194 @@
+import { randomInt } from 'node:crypto';
+import { createSocket, type Socket } from 'node:dgram';
+import { isIPv6 } from 'node:net';
+import {
+  Attr,
+  Code,
+  codeName,
+  encodeRequest,
+  type MessageAuthenticatorCheck,
+  type RadiusAttribute,
+  type RadiusPacket,
+  verifyReply,
+} from './codec.js';
+
+export interface RadiusPeer {
+  host: string;
+  port: number;
+  secret: string;
+  /** Refuse replies without Message-Authenticator (Blast-RADIUS). Default true. */
+  requireMessageAuthenticator?: boolean;
+}
+
+export interface ExchangeOptions {
+  code: number;
+  attributes: RadiusAttribute[];
+  /** Only for Access-Request (PAP). */
+  password?: string;
+  /** Wait per try, ms. */
+  timeoutMs: number;
+  /** Extra tries after the first (same packet, same identifier). */
+  retransmits: number;
+  signal?: AbortSignal;
+}
+
+export interface Exchange {
+  reply: RadiusPacket;
+  /** How the reply's Message-Authenticator verified. */
+  messageAuthenticator: MessageAuthenticatorCheck;
+  tries: number;
+}
+
+/** No verified reply: every try timed out, or every reply failed verification. */
+export class RadiusNoReplyError extends Error {
+  readonly tries: number;
+  /** Why replies were refused, if any arrived. */
+  readonly refused: string[];
+  /** Socket errors (e.g. ICMP port unreachable). */
+  readonly socketErrors: string[];
+  readonly aborted: boolean;
+  constructor(
+    peer: string,
+    request: string,
+    tries: number,
+    refused: string[],
+    socketErrors: string[],
+    aborted: boolean,
+  ) {
+    const why = refused.length
+      ? `every reply failed verification: ${[...new Set(refused)].join('; ')}`
+      : socketErrors.length
+        ? `no reply (${[...new Set(socketErrors)].join('; ')})`
+        : 'no reply';
+    super(
+      `${request} to ${peer}: ${aborted ? 'aborted (timeout or shutdown) with ' : ''}${why} after ${tries} ${tries === 1 ? 'try' : 'tries'}`,
+    );
+    this.name = 'RadiusNoReplyError';
+    this.tries = tries;
+    this.refused = refused;
+    this.socketErrors = socketErrors;
+    this.aborted = aborted;
+  }
+}
+
+/**
+ * Sends one request over UDP and waits for a verified reply, retransmitting the same
+ * packet after each `timeoutMs`. Replies that fail verification are ignored (an attacker
+ * may inject them) and reported if no valid one comes.
+ */
+export function radiusExchange(peer: RadiusPeer, opts: ExchangeOptions): Promise<Exchange> {
+  const identifier = randomInt(256);
+  const { packet, authenticator } = encodeRequest({
+    code: opts.code,
+    identifier,
+    secret: peer.secret,
+    attributes: opts.attributes,
+    ...(opts.password !== undefined ? { password: opts.password } : {}),
+  });
+  const requireMA = peer.requireMessageAuthenticator ?? true;
+  const where = `${peer.host}:${peer.port}`;
+  const request = codeName(opts.code);
+  const maxTries = 1 + Math.max(0, opts.retransmits);
+
+  return new Promise<Exchange>((resolve, reject) => {
+    const socket: Socket = createSocket(isIPv6(peer.host) ? 'udp6' : 'udp4');
+    const refused: string[] = [];
+    const socketErrors: string[] = [];
+    let tries = 0;
+    let timer: NodeJS.Timeout | undefined;
+    let done = false;
+
+    const finish = (err: Error | undefined, value?: Exchange) => {
+      if (done) return;
+      done = true;
+      if (timer) clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      try {
+        socket.close();
+      } catch {
+        // already closed
+      }
+      if (err) reject(err);
+      else resolve(value as Exchange);
+    };
+    const noReply = (aborted: boolean) =>
+      finish(new RadiusNoReplyError(where, request, tries, refused, socketErrors, aborted));
+    const onAbort = () => noReply(true);
+
+    const send = () => {
+      if (done) return;
+      if (tries >= maxTries) {
+        noReply(false);
+        return;
+      }
+      tries++;
+      socket.send(packet, (err) => {
+        if (err) socketErrors.push((err as NodeJS.ErrnoException).code ?? err.message);
+      });
+      timer = setTimeout(send, opts.timeoutMs);
+    };
+
+    socket.on('message', (msg) => {
+      const result = verifyReply(msg, { identifier, authenticator }, peer.secret, {
+        requireMessageAuthenticator: requireMA,
+      });
+      if (!result.ok) {
+        if (result.reason !== 'reply to another request (identifier)') refused.push(result.reason);
+        return;
+      }
+      finish(undefined, { reply: result.packet, messageAuthenticator: result.messageAuthenticator, tries });
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      // On a connected UDP socket, ICMP port unreachable arrives as ECONNREFUSED: keep
+      // retransmitting (the NAS may be restarting), but remember why.
+      socketErrors.push(err.code === 'ECONNREFUSED' ? 'port unreachable' : (err.code ?? err.message));
+    });
+
+    if (opts.signal?.aborted) {
+      noReply(true);
+      return;
+    }
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    socket.connect(peer.port, peer.host, (err?: Error) => {
+      if (err) {
+        socketErrors.push((err as NodeJS.ErrnoException).code ?? err.message);
+        noReply(false);
+        return;
+      }
+      send();
+    });
+  });
+}
+
+export type AccessResult = 'accept' | 'reject' | 'challenge';
+
+/**
+ * A PAP Access-Request with Message-Authenticator; tells whether the server accepts
+ * the user's password. Used by tests and operators to check a RADIUS server end to end.
+ */
+export async function accessRequest(
+  peer: RadiusPeer,
+  username: string,
+  password: string,
+  opts: { timeoutMs?: number; retransmits?: number; signal?: AbortSignal } = {},
+): Promise<{ result: AccessResult; exchange: Exchange }> {
+  const exchange = await radiusExchange(peer, {
+    code: Code.AccessRequest,
+    attributes: [{ type: Attr.UserName, value: Buffer.from(username, 'utf8') }],
+    password,
+    timeoutMs: opts.timeoutMs ?? 2000,
+    retransmits: opts.retransmits ?? 2,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  const code = exchange.reply.code;
+  const result: AccessResult | undefined =
+    code === Code.AccessAccept
+      ? 'accept'
+      : code === Code.AccessReject
+        ? 'reject'
+        : code === Code.AccessChallenge
+          ? 'challenge'
+          : undefined;
+  if (!result) throw new Error(`unexpected ${codeName(code)} in reply to Access-Request`);
+  return { result, exchange };
+}
