@@ -4,6 +4,8 @@ import { statusRoutes } from './api/status-routes.js';
 import { dashboardRoutes } from './dashboard/bull-board.js';
 import { ingestRoutes } from './ingest/routes.js';
 import type { Engine } from './runtime/engine.js';
+import { sessionRoutes } from './sessions/routes.js';
+import { signingRoutes } from './signing/routes.js';
 
 export interface AppOptions {
   /** Ingest, status API and dashboard; off for a worker process that only reports health and metrics. */
@@ -39,10 +41,20 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
   );
   await app.register(healthRoutes, { engine });
   await app.register(metricsRoutes, { engine });
+  const { signing, sessions } = engine.services;
+  const { issuer, admin } = engine.config.service;
   if (opts.api) {
     await app.register(ingestRoutes, { engine });
     await app.register(statusRoutes, { engine });
     await app.register(dashboardRoutes, { engine });
+    if (signing && issuer) await app.register(signingRoutes, { keys: signing, issuer });
+    if (sessions) {
+      await app.register(sessionRoutes, {
+        store: sessions,
+        adminTokens: admin.tokens,
+        knownApps: [...engine.apps.values()].filter((a) => a.category === 'session').map((a) => a.id),
+      });
+    }
   }
   return app;
 }

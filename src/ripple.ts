@@ -13,8 +13,9 @@ import { type EmbeddedRedis, REDIS_INSTALL_HINT, startEmbeddedRedis } from './re
 import { type DeliveryRuntime, startDeliveryWorkers } from './runtime/delivery.js';
 import { createTargets, dependentsOf, type Engine } from './runtime/engine.js';
 import { createQueues } from './runtime/queues.js';
+import { SessionStore } from './sessions/store.js';
 import { StatusStore } from './status/store.js';
-import type { Target } from './targets/adapter.js';
+import type { EngineServices, Target } from './targets/adapter.js';
 import { Vault } from './vault/vault.js';
 
 export interface RippleOptions {
@@ -83,13 +84,21 @@ export class Ripple {
     const prefix = opts.prefix ?? service.redis.prefix;
     const apps = config.apps.filter((a) => a.enabled);
     const kinds = [...new Set(apps.map((a) => a.kind))].sort();
-    const services = { config: service, redis, prefix, log };
+    const vault = new Vault(redis, prefix, service.vault);
+    const services: EngineServices = {
+      config: service,
+      redis,
+      prefix,
+      log,
+      sessions: new SessionStore(redis, prefix, vault),
+      ...(config.signing ? { signing: config.signing } : {}),
+    };
     const engine: Engine = {
       config,
       prefix,
       redis,
       store: new StatusStore(redis, prefix, service.status.retention),
-      vault: new Vault(redis, prefix, service.vault),
+      vault,
       queues: createQueues(redis, prefix, kinds),
       metrics: new Metrics(),
       log,

@@ -1,6 +1,8 @@
 import type { TargetAdapter } from '../src/targets/adapter.js';
 import { ldapAdapter } from './ldap/index.js';
+import { oidcAdapter } from './oidc/index.js';
 import { radiusAdapter } from './radius/index.js';
+import { samlAdapter } from './saml/index.js';
 import { webhookAdapter } from './webhook/index.js';
 
 /**
@@ -11,6 +13,8 @@ export const targetKinds = {
   webhook: webhookAdapter,
   ldap: ldapAdapter,
   radius: radiusAdapter,
+  saml: samlAdapter,
+  oidc: oidcAdapter,
   // biome-ignore lint/suspicious/noExplicitAny: each adapter has its own settings type
 } satisfies { [K in string]: TargetAdapter<K, any> };
 

@@ -4,6 +4,7 @@ import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { targetKinds } from '../../workers/index.js';
 import { ConfigError, ConfigErrors } from '../errors.js';
+import { loadSigningKeys, type SigningKeys } from '../signing/keys.js';
 import type { TargetAdapter } from '../targets/adapter.js';
 import { formatPath, resolveEnv } from './env.js';
 import { APP_ID, appSchemaFor, serviceSchema } from './schema.js';
@@ -13,6 +14,8 @@ import type { AppConfig, ServiceConfig } from './types.js';
 export interface LoadedConfig {
   dir: string;
   service: ServiceConfig;
+  /** Keys from `signing:` in ripple.yaml, read and checked (undefined without that block). */
+  signing?: SigningKeys | undefined;
   /** Every app file, enabled or not, in id order. */
   apps: AppConfig[];
 }
@@ -30,8 +33,17 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
   const serviceFile = join(root, 'ripple.yaml');
   const serviceTree = readYaml(serviceFile, env, errors);
   let service: ServiceConfig | undefined;
+  let signing: SigningKeys | undefined;
   if (serviceTree !== undefined) {
     service = validate(serviceSchema, serviceTree, serviceFile, errors);
+    if (service) {
+      try {
+        signing = loadSigningKeys(service, { configDir: root, file: serviceFile });
+      } catch (err) {
+        if (!(err instanceof ConfigErrors)) throw err;
+        errors.push(...err.errors);
+      }
+    }
   }
 
   const apps: AppConfig[] = [];
@@ -59,6 +71,25 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
 
   checkDependencies(apps, errors);
   if (service) {
+    const sessionApp = apps.find((a) => a.enabled && a.category === 'session');
+    if (sessionApp && !service.issuer) {
+      errors.push(
+        new ConfigError(
+          serviceFile,
+          'issuer',
+          `required by ${sessionApp.kind} app "${sessionApp.id}" (Ripple's public URL)`,
+        ),
+      );
+    }
+    if (sessionApp && !service.signing) {
+      errors.push(
+        new ConfigError(
+          serviceFile,
+          'signing',
+          `required by ${sessionApp.kind} app "${sessionApp.id}" (keys to sign with)`,
+        ),
+      );
+    }
     for (const kind of Object.keys(service.workers.concurrency)) {
       if (!(kind in targetKinds)) {
         errors.push(new ConfigError(serviceFile, `workers.concurrency.${kind}`, `unknown kind (known: ${kindList()})`));
@@ -67,7 +98,7 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
   }
   if (errors.length > 0 || !service) throw new ConfigErrors(errors);
   apps.sort((a, b) => a.id.localeCompare(b.id));
-  return { dir: root, service, apps };
+  return { dir: root, service, signing, apps };
 }
 
 function kindList(): string {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { signingSchema } from '../signing/keys.js';
 import type { TargetAdapter } from '../targets/adapter.js';
 import { duration, type SchemaContext } from './schema-context.js';
 
@@ -61,6 +62,8 @@ export const serviceSchema = z.strictObject({
   metrics: z.strictObject({ public: z.boolean().default(false) }).default({ public: false }),
   /** Ripple's public base URL (used in statusUrl, SAML metadata and as token issuer). */
   issuer: z.url().optional(),
+  /** Keys Ripple signs SAML LogoutRequests and OIDC logout tokens with (first = active). */
+  signing: signingSchema.optional(),
 });
 
 export type ServiceConfig = z.output<typeof serviceSchema>;

@@ -3,6 +3,8 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { SchemaContext } from '../config/schema-context.js';
 import type { AppConfig, ServiceConfig } from '../config/types.js';
+import type { SessionStore } from '../sessions/store.js';
+import type { SigningKeys } from '../signing/keys.js';
 
 /** What a kind does for the user: make the new password work, end sessions, or just tell. */
 export type TargetCategory = 'credential' | 'session' | 'notify';
@@ -27,6 +29,10 @@ export interface EngineServices {
   /** Redis key prefix of this Ripple instance (tests run several side by side). */
   prefix: string;
   log: Logger;
+  /** The session registry (session kinds act on the sessions recorded before a change). */
+  sessions?: SessionStore;
+  /** Ripple's signing keys from ripple.yaml `signing` (SAML requests, OIDC logout tokens). */
+  signing?: SigningKeys;
 }
 
 export interface DeliveryContext<S = unknown> {

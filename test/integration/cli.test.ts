@@ -25,6 +25,7 @@ describe('ripple config check', () => {
     mkdirSync(join(dir, 'apps'), { recursive: true });
     writeFileSync(
       join(dir, 'apps', 'hr.yaml'),
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${ENV} reference in YAML
       'id: hr\nkind: webhook\ndelay: later\nwebhook: { url: "http://x", secret: "${HR_SECRET}" }\n',
     );
     const res = await runCli(['config', 'check'], { RIPPLE_CONFIG: dir });

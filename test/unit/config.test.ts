@@ -60,6 +60,7 @@ describe('config loader', () => {
     });
   });
 
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: the test name quotes the syntax
   it('resolves ${ENV} secrets and names file and key when one is missing', () => {
     const dir = writeConfig([]);
     writeApp(dir, 'hook.yaml', `id: hook\nkind: webhook\nwebhook:\n  url: ${URL}\n  secret: \${HOOK_SECRET}\n`);

@@ -1,0 +1,170 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Vault } from '../vault/vault.js';
+
+/** What an IdP or app records at sign-in. */
+export interface SessionInput {
+  app: string;
+  username: string;
+  createdAt: Date | string;
+  /** OIDC session id (`sid` claim) at that app. */
+  sid?: string | undefined;
+  /** SAML SessionIndex of the assertion that opened the session. */
+  sessionIndex?: string | undefined;
+  /** SAML NameID the SP knows the user by, when it differs from the app's `nameId` template. */
+  nameId?: string | undefined;
+  /** OAuth refresh token held by the app; sealed in the vault, never stored in plaintext. */
+  refreshToken?: string | undefined;
+  /** How long to keep the entry; defaults to the store's `defaultTtlMs`. */
+  ttlMs?: number | undefined;
+}
+
+/** A recorded session, without its refresh token (see `SessionStore.refreshToken`). */
+export interface SessionRecord {
+  id: string;
+  app: string;
+  username: string;
+  createdAt: string;
+  expiresAt: string;
+  sid?: string | undefined;
+  sessionIndex?: string | undefined;
+  nameId?: string | undefined;
+  hasRefreshToken: boolean;
+}
+
+export interface SessionStoreOptions {
+  /** Default entry lifetime, ms (30 days). */
+  defaultTtlMs?: number;
+  /** Longest lifetime a caller may ask for, ms (400 days). */
+  maxTtlMs?: number;
+}
+
+const DAY = 86_400_000;
+
+/**
+ * The session registry. Each session is a Redis string (JSON) with a TTL; a sorted set
+ * per (app, user) indexes ids by `createdAt`, so an adapter can ask for the sessions
+ * opened before a password change and leave later ones alone. Usernames are matched
+ * case-insensitively. Refresh tokens live in the vault under `session:<id>:rt`.
+ */
+export class SessionStore {
+  readonly defaultTtlMs: number;
+  readonly maxTtlMs: number;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly vault: Vault,
+    opts: SessionStoreOptions = {},
+  ) {
+    this.defaultTtlMs = opts.defaultTtlMs ?? 30 * DAY;
+    this.maxTtlMs = opts.maxTtlMs ?? 400 * DAY;
+  }
+
+  private entryKey(id: string) {
+    return `${this.prefix}:session:${id}`;
+  }
+
+  private indexKey(app: string, username: string) {
+    return `${this.prefix}:sessions:${app}:${username.toLowerCase()}`;
+  }
+
+  private vaultName(id: string) {
+    return `session:${id}:rt`;
+  }
+
+  async record(input: SessionInput): Promise<SessionRecord> {
+    const created = new Date(input.createdAt);
+    if (Number.isNaN(created.getTime())) throw new RangeError('createdAt is not a date');
+    const ttl = Math.min(Math.max(1000, Math.round(input.ttlMs ?? this.defaultTtlMs)), this.maxTtlMs);
+    const id = `s_${randomBytes(16).toString('base64url')}`;
+    const record: SessionRecord = {
+      id,
+      app: input.app,
+      username: input.username,
+      createdAt: created.toISOString(),
+      expiresAt: new Date(Date.now() + ttl).toISOString(),
+      sid: input.sid,
+      sessionIndex: input.sessionIndex,
+      nameId: input.nameId,
+      hasRefreshToken: Boolean(input.refreshToken),
+    };
+    if (input.refreshToken) await this.vault.put(this.vaultName(id), input.refreshToken, ttl);
+    const index = this.indexKey(input.app, input.username);
+    await this.redis
+      .multi()
+      .set(this.entryKey(id), JSON.stringify(record), 'PX', ttl)
+      .zadd(index, created.getTime(), id)
+      .exec();
+    // The index lives as long as its longest entry.
+    const left = await this.redis.pttl(index);
+    if (left < ttl) await this.redis.pexpire(index, ttl);
+    return record;
+  }
+
+  async get(id: string): Promise<SessionRecord | undefined> {
+    const raw = await this.redis.get(this.entryKey(id));
+    return raw === null ? undefined : (JSON.parse(raw) as SessionRecord);
+  }
+
+  /** Every live session of the user at the app, oldest first. */
+  async list(app: string, username: string): Promise<SessionRecord[]> {
+    return this.range(app, username, '-inf', '+inf');
+  }
+
+  /** The user's sessions at the app opened strictly before `before`, oldest first. */
+  async listBefore(app: string, username: string, before: Date): Promise<SessionRecord[]> {
+    return this.range(app, username, '-inf', `(${before.getTime()}`);
+  }
+
+  private async range(app: string, username: string, min: string, max: string): Promise<SessionRecord[]> {
+    const index = this.indexKey(app, username);
+    const ids = await this.redis.zrangebyscore(index, min, max);
+    if (ids.length === 0) return [];
+    const raws = await this.redis.mget(ids.map((id) => this.entryKey(id)));
+    const out: SessionRecord[] = [];
+    const expired: string[] = [];
+    ids.forEach((id, i) => {
+      const raw = raws[i];
+      if (raw) out.push(JSON.parse(raw) as SessionRecord);
+      else expired.push(id);
+    });
+    if (expired.length > 0) await this.redis.zrem(index, ...expired);
+    return out;
+  }
+
+  /** The session's refresh token from the vault, or undefined (none recorded, expired or already revoked). */
+  async refreshToken(id: string): Promise<string | undefined> {
+    return this.vault.get(this.vaultName(id));
+  }
+
+  /** Drops the refresh token (after revoking it) but keeps the session entry. */
+  async forgetRefreshToken(id: string): Promise<void> {
+    await this.vault.delete(this.vaultName(id));
+    const record = await this.get(id);
+    if (!record) return;
+    const ttl = await this.redis.pttl(this.entryKey(id));
+    if (ttl > 0)
+      await this.redis.set(this.entryKey(id), JSON.stringify({ ...record, hasRefreshToken: false }), 'PX', ttl);
+  }
+
+  /** Ends one session entry (and wipes its refresh token). False when it did not exist. */
+  async delete(id: string): Promise<boolean> {
+    const record = await this.get(id);
+    await this.vault.delete(this.vaultName(id));
+    if (!record) return false;
+    await this.redis.multi().del(this.entryKey(id)).zrem(this.indexKey(record.app, record.username), id).exec();
+    return true;
+  }
+
+  /** Ends the user's sessions at the app, or only those matching `sid` / `sessionIndex`. Returns how many. */
+  async deleteFor(app: string, username: string, match: { sid?: string; sessionIndex?: string } = {}): Promise<number> {
+    let n = 0;
+    for (const s of await this.list(app, username)) {
+      if (match.sid !== undefined && s.sid !== match.sid) continue;
+      if (match.sessionIndex !== undefined && s.sessionIndex !== match.sessionIndex) continue;
+      if (await this.delete(s.id)) n++;
+    }
+    return n;
+  }
+}

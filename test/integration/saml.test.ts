@@ -1,0 +1,375 @@
+import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
+import type { SigningKeys } from '../../src/signing/index.js';
+import { selfSignedCertificate } from '../../src/signing/x509.js';
+import type { EngineServices } from '../../src/targets/adapter.js';
+import { samlAdapter } from '../../workers/saml/index.js';
+import { soapEnvelope } from '../../workers/saml/xml.js';
+import { startTestSp, type TestSp } from '../support/saml-sp.js';
+import {
+  appConfig,
+  deliveryContext,
+  passwordChange,
+  type RegistryHarness,
+  serviceConfig,
+  silentLog,
+  startRegistry,
+  startSigningServer,
+  testSigningKeys,
+} from '../support/session-harness.js';
+
+let registry: RegistryHarness;
+let keys: SigningKeys;
+let ripple: { issuer: string; app: FastifyInstance };
+let sp: TestSp;
+let dir: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'ripple-saml-'));
+  registry = await startRegistry();
+  keys = testSigningKeys();
+  ripple = await startSigningServer(keys);
+  sp = await startTestSp({ idpMetadataUrl: `${ripple.issuer}/saml/metadata`, signResponses: true });
+  writeFileSync(join(dir, 'sp-metadata.xml'), sp.metadata);
+});
+
+afterAll(async () => {
+  await sp?.stop();
+  await ripple?.app.close();
+  await registry?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function setup(settings: Record<string, unknown> = {}) {
+  const { store, prefix } = registry.newStore();
+  const services: EngineServices = {
+    config: serviceConfig(ripple.issuer),
+    redis: registry.redis,
+    prefix,
+    log: silentLog,
+    sessions: store,
+    signing: keys,
+  };
+  const app = appConfig(
+    samlAdapter,
+    'salesforce',
+    {
+      sp: { metadata: './sp-metadata.xml', binding: 'soap' },
+      nameId: { format: 'emailAddress', value: '{email}' },
+      ...settings,
+    },
+    'revoke',
+    dir,
+  );
+  return { store, services, app, target: samlAdapter.create(app, services) };
+}
+
+const user = (name: string) => ({ username: name, email: `${name}@example.org` });
+
+/** The user signs in at the SP (a SAML session with this SessionIndex) and the IdP records it in Ripple. */
+async function session(store: ReturnType<typeof setup>['store'], name: string, index: string, at: Date) {
+  sp.sessions.set(index, `${name}@example.org`);
+  await store.record({ app: 'salesforce', username: name, createdAt: at, sessionIndex: index });
+}
+
+/** Ripple's signing certificate as the SP sees it in /saml/metadata. */
+async function metadataCertPem(): Promise<string> {
+  const xml = await (await fetch(`${ripple.issuer}/saml/metadata`)).text();
+  const b64 = /<(?:ds:)?X509Certificate>([^<]+)</.exec(xml)?.[1]?.replace(/\s+/g, '');
+  if (!b64) throw new Error('no certificate in metadata');
+  return `-----BEGIN CERTIFICATE-----\n${b64.replace(/(.{64})/g, '$1\n')}\n-----END CERTIFICATE-----\n`;
+}
+
+function xmlsecVerifies(xml: string, certPem: string): boolean {
+  writeFileSync(join(dir, 'req.xml'), xml);
+  writeFileSync(join(dir, 'idp.crt'), certPem);
+  try {
+    execFileSync(
+      'xmlsec1',
+      [
+        '--verify',
+        '--pubkey-cert-pem',
+        join(dir, 'idp.crt'),
+        '--id-attr:ID',
+        'urn:oasis:names:tc:SAML:2.0:protocol:LogoutRequest',
+        join(dir, 'req.xml'),
+      ],
+      { stdio: 'pipe' },
+    );
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new Error('xmlsec1 is not installed (apt-get install xmlsec1)');
+    return false;
+  }
+}
+
+describe('kind: saml against a samlify service provider over SOAP', () => {
+  it('serves IdP metadata a samlify SP accepts: entityID = issuer, signing certificate, SLO and SSO services', async () => {
+    const res = await fetch(`${ripple.issuer}/saml/metadata`);
+    expect(res.headers.get('content-type')).toContain('application/samlmetadata+xml');
+    const xml = await res.text();
+    expect(xml).toContain(`entityID="${ripple.issuer}"`);
+    expect(xml).toContain('SingleLogoutService');
+    expect(xml).toContain('urn:oasis:names:tc:SAML:2.0:bindings:SOAP');
+    expect(xml).toContain('SingleSignOnService');
+    expect(xml).toMatch(/<(ds:)?X509Certificate>/);
+    expect(xml).not.toMatch(/PRIVATE KEY/);
+  });
+
+  it('revoke: one signed LogoutRequest with the SessionIndex of each session opened before the change; a later session survives', async () => {
+    const { store, services, app, target } = setup();
+    const changedAt = new Date(Date.now() - 60_000);
+    await session(store, 'alice', 'idx-a1', new Date(changedAt.getTime() - 7_200_000));
+    await session(store, 'alice', 'idx-a2', new Date(changedAt.getTime() - 1000));
+    await session(store, 'alice', 'idx-a3', new Date(changedAt.getTime() + 30_000)); // new password, before the job ran
+    const before = sp.received.length;
+
+    const result = await target.deliver(deliveryContext(app, passwordChange(user('alice'), changedAt), services));
+
+    expect(result.outcome).toBe('done');
+    expect(result.warning).toBeUndefined();
+    expect(result.detail).toContain('2 session(s) ended');
+    expect(result.detail).toContain('1 later session(s) left alone');
+    const got = sp.received.slice(before);
+    expect(got).toHaveLength(1);
+    const [req] = got;
+    expect(req).toMatchObject({
+      issuer: ripple.issuer,
+      nameId: 'alice@example.org',
+      nameIdFormat: 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress',
+      sessionIndexes: ['idx-a1', 'idx-a2'],
+      reason: 'urn:oasis:names:tc:SAML:2.0:logout:admin',
+    });
+    const notOnOrAfter = Date.parse(req?.notOnOrAfter ?? '');
+    expect(notOnOrAfter).toBeGreaterThan(Date.now());
+    expect(notOnOrAfter).toBeLessThanOrEqual(Date.now() + 5 * 60_000);
+    // The SP ended exactly the old sessions.
+    expect([...sp.sessions.entries()].filter(([, n]) => n === 'alice@example.org').map(([i]) => i)).toEqual(['idx-a3']);
+    expect((await store.list('salesforce', 'alice')).map((s) => s.sessionIndex)).toEqual(['idx-a3']);
+  });
+
+  it('the LogoutRequest signature verifies independently (xmlsec1) against /saml/metadata; a tampered one is refused by the SP', async () => {
+    const { store, services, app, target } = setup();
+    const changedAt = new Date();
+    await session(store, 'bob', 'idx-b1', new Date(changedAt.getTime() - 1000));
+    await target.deliver(deliveryContext(app, passwordChange(user('bob'), changedAt), services));
+    const signed = sp.received.at(-1)?.xml ?? '';
+    expect(signed).toContain('<ds:SignatureValue>');
+    const cert = await metadataCertPem();
+    expect(xmlsecVerifies(signed, cert)).toBe(true);
+
+    const tampered = signed.replace('bob@example.org', 'mallory@example.org');
+    expect(tampered).not.toBe(signed);
+    expect(xmlsecVerifies(tampered, cert)).toBe(false);
+    const refusedBefore = sp.refused.length;
+    sp.sessions.set('idx-m1', 'mallory@example.org');
+    const res = await fetch(sp.sloUrl, {
+      method: 'POST',
+      body: soapEnvelope(tampered),
+      headers: { 'content-type': 'text/xml' },
+    });
+    expect(res.status).toBe(500);
+    expect(await res.text()).toContain('Fault');
+    expect(sp.refused.length).toBe(refusedBefore + 1);
+    expect(sp.sessions.get('idx-m1')).toBe('mallory@example.org');
+
+    // A request signed by a key that is not in the metadata is refused too.
+    const rogue = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const rogueKeys: SigningKeys = {
+      ...keys,
+      saml: {
+        ...(keys.saml as NonNullable<SigningKeys['saml']>),
+        privateKeyPem: rogue.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+        certificatePem: selfSignedCertificate(rogue.privateKey, 'rogue'),
+      },
+    };
+    const forger = samlAdapter.create(app, { ...services, signing: rogueKeys });
+    await session(
+      services.sessions as NonNullable<typeof services.sessions>,
+      'mallory',
+      'idx-m1',
+      new Date(changedAt.getTime() - 1000),
+    );
+    await expect(
+      forger.deliver(deliveryContext(app, passwordChange(user('mallory'), changedAt), services)),
+    ).rejects.toBeInstanceOf(PermanentDeliveryError);
+    expect(sp.refused.length).toBe(refusedBefore + 2);
+    expect(sp.sessions.get('idx-m1')).toBe('mallory@example.org');
+  });
+
+  it('an SP answering Requester or Responder fails the app with that status; PartialLogout is done with a warning', async () => {
+    const { store, services, app, target } = setup();
+    const changedAt = new Date();
+    await session(store, 'carol', 'idx-c1', new Date(changedAt.getTime() - 1000));
+    const ctx = () => deliveryContext(app, passwordChange(user('carol'), changedAt), services);
+    try {
+      sp.mode = 'requester';
+      const err = await target.deliver(ctx()).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(PermanentDeliveryError);
+      expect((err as Error).message).toBe('the SP answered Requester/UnknownPrincipal: no such user here');
+      // Nothing was ended, so the registry still has the session for an operator's retry.
+      expect(await store.list('salesforce', 'carol')).toHaveLength(1);
+
+      sp.mode = 'responder';
+      await expect(target.deliver(ctx())).rejects.toThrow(/the SP answered Responder/);
+
+      sp.mode = 'http500';
+      await expect(target.deliver(ctx())).rejects.toBeInstanceOf(TransientDeliveryError);
+
+      sp.mode = 'wrongInResponseTo';
+      await expect(target.deliver(ctx())).rejects.toThrow(/InResponseTo "_someone-else" does not match/);
+
+      await session(store, 'carol', 'idx-c2', new Date(changedAt.getTime() - 500));
+      sp.mode = 'partial';
+      const partial = await target.deliver(ctx());
+      expect(partial.outcome).toBe('done');
+      expect(partial.warning).toMatch(/PartialLogout/);
+    } finally {
+      sp.mode = 'ok';
+    }
+  });
+
+  it('checks the signature of a signed LogoutResponse: a certificate that does not match fails the app', async () => {
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const manual = {
+      sp: { entityID: sp.entityID, sloUrl: sp.sloUrl, binding: 'soap', cert: sp.certificatePem },
+    };
+    const good = setup(manual);
+    const changedAt = new Date();
+    await session(good.store, 'dave', 'idx-d1', new Date(changedAt.getTime() - 1000));
+    const ok = await good.target.deliver(
+      deliveryContext(good.app, passwordChange(user('dave'), changedAt), good.services),
+    );
+    expect(ok.outcome).toBe('done');
+
+    const bad = setup({ sp: { ...manual.sp, cert: selfSignedCertificate(other.privateKey, 'not the sp') } });
+    await session(bad.store, 'dave', 'idx-d2', new Date(changedAt.getTime() - 1000));
+    const err = await bad.target
+      .deliver(deliveryContext(bad.app, passwordChange(user('dave'), changedAt), bad.services))
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PermanentDeliveryError);
+    expect((err as PermanentDeliveryError).code).toBe('SAML_RESPONSE_SIGNATURE');
+  });
+
+  it("binding post: the signed LogoutRequest goes as a form, the LogoutResponse comes back in the SP's form", async () => {
+    const { store, services, app, target } = setup({ sp: { metadata: './sp-metadata.xml', binding: 'post' } });
+    const changedAt = new Date();
+    await session(store, 'hal', 'idx-h1', new Date(changedAt.getTime() - 1000));
+    const before = sp.received.length;
+    const result = await target.deliver(deliveryContext(app, passwordChange(user('hal'), changedAt), services));
+    expect(result).toMatchObject({ outcome: 'done' });
+    expect(result.warning).toBeUndefined();
+    expect(sp.received.slice(before).map((r) => r.sessionIndexes)).toEqual([['idx-h1']]);
+    expect(sp.sessions.has('idx-h1')).toBe(false);
+  });
+
+  it('an SP that does not sign its LogoutResponse: accepted by default, refused with requireSignedResponse', async () => {
+    const unsigned = await startTestSp({ idpMetadataUrl: `${ripple.issuer}/saml/metadata`, signResponses: false });
+    try {
+      const spSettings = {
+        entityID: unsigned.entityID,
+        sloUrl: unsigned.sloUrl,
+        binding: 'soap',
+        cert: unsigned.certificatePem,
+      };
+      const lax = setup({ sp: spSettings, allowSubjectWide: true });
+      const ok = await lax.target.deliver(
+        deliveryContext(lax.app, passwordChange(user('ivy'), new Date()), lax.services),
+      );
+      expect(ok.outcome).toBe('done');
+      const strict = setup({ sp: spSettings, allowSubjectWide: true, requireSignedResponse: true });
+      await expect(
+        strict.target.deliver(deliveryContext(strict.app, passwordChange(user('ivy'), new Date()), strict.services)),
+      ).rejects.toThrow(/not signed/);
+    } finally {
+      await unsigned.stop();
+    }
+  });
+
+  it('with no session recorded: a NameID-only request when allowed, else skipped; never when only a later session exists', async () => {
+    const allowed = setup({ allowSubjectWide: true });
+    const before = sp.received.length;
+    sp.sessions.set('idx-e1', 'erin@example.org');
+    const result = await allowed.target.deliver(
+      deliveryContext(allowed.app, passwordChange(user('erin'), new Date()), allowed.services),
+    );
+    expect(result.outcome).toBe('done');
+    expect(sp.received.slice(before).map((r) => r.sessionIndexes)).toEqual([[]]);
+    expect(sp.sessions.has('idx-e1')).toBe(false);
+
+    const strict = setup();
+    const skipped = await strict.target.deliver(
+      deliveryContext(strict.app, passwordChange(user('erin'), new Date()), strict.services),
+    );
+    expect(skipped).toMatchObject({ outcome: 'skipped' });
+    expect(skipped.detail).toMatch(/no session recorded for erin/);
+
+    const later = setup({ allowSubjectWide: true });
+    const changedAt = new Date(Date.now() - 120_000);
+    await session(later.store, 'fay', 'idx-f1', new Date(changedAt.getTime() + 60_000));
+    const count = sp.received.length;
+    const left = await later.target.deliver(
+      deliveryContext(later.app, passwordChange(user('fay'), changedAt), later.services),
+    );
+    expect(left.outcome).toBe('skipped');
+    expect(left.detail).toMatch(/opened after the change/);
+    expect(sp.received.length).toBe(count);
+    expect(sp.sessions.get('idx-f1')).toBe('fay@example.org');
+  });
+
+  it('an unreachable SP is retried; probe reports a live and a dead SLO endpoint', async () => {
+    const dead = setup({
+      sp: { entityID: 'https://dead.example', sloUrl: 'http://127.0.0.1:9/slo', binding: 'soap' },
+      allowSubjectWide: true,
+    });
+    await expect(
+      dead.target.deliver(deliveryContext(dead.app, passwordChange(user('gus'), new Date()), dead.services)),
+    ).rejects.toBeInstanceOf(TransientDeliveryError);
+    const probeDead = await dead.target.probe(AbortSignal.timeout(5000));
+    expect(probeDead.ok).toBe(false);
+    const live = await setup().target.probe(AbortSignal.timeout(5000));
+    expect(live).toMatchObject({ ok: true });
+    expect(live.detail).toContain(sp.sloUrl);
+    expect(live.detail).toContain('sp-metadata.xml OK');
+
+    // The SP's metadata file changed under a running Ripple (new certificate): probe says so.
+    writeFileSync(join(dir, 'sp-probe.xml'), sp.metadata);
+    const watched = setup({ sp: { metadata: './sp-probe.xml', binding: 'soap' } });
+    expect((await watched.target.probe(AbortSignal.timeout(5000))).ok).toBe(true);
+    const rotated = sp.metadata.replace(/<(ds:)?X509Certificate>[^<]+</, (_m, ds = '') => {
+      const other = selfSignedCertificate(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey, 'rotated');
+      const b64 = other.replace(/-----[^-]+-----|\s/g, '');
+      return `<${ds}X509Certificate>${b64}<`;
+    });
+    writeFileSync(join(dir, 'sp-probe.xml'), rotated);
+    const changed = await watched.target.probe(AbortSignal.timeout(5000));
+    expect(changed).toMatchObject({ ok: false });
+    expect(changed.detail).toMatch(/changed \(certificate\) since start-up/);
+  });
+
+  it('refuses bad settings at config load and start-up', () => {
+    expect(() => appConfig(samlAdapter, 'x', { sp: { metadata: './missing.xml' } }, 'revoke', dir)).toThrow(
+      /cannot read/,
+    );
+    expect(() => appConfig(samlAdapter, 'x', { sp: { entityID: 'e' } }, 'revoke', dir)).toThrow(/entityID and sloUrl/);
+    expect(() =>
+      appConfig(
+        samlAdapter,
+        'x',
+        { sp: { metadata: './sp-metadata.xml', binding: 'post' }, nameId: { value: '{mail}' } },
+        'revoke',
+        dir,
+      ),
+    ).toThrow(/unknown placeholder \{mail\}/);
+    const { services, app } = setup();
+    const ecOnly: SigningKeys = { ...keys, saml: undefined };
+    expect(() => samlAdapter.create(app, { ...services, signing: ecOnly })).toThrow(/needs an RSA key/);
+  });
+});

@@ -1,0 +1,235 @@
+import { z } from 'zod';
+import { ConfigError, errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
+import { describeFetchError, planSessions } from '../../src/sessions/plan.js';
+import type { SessionRecord } from '../../src/sessions/store.js';
+import { renderSubject, subjectTemplate } from '../../src/sessions/template.js';
+import type { DeliveryContext, DeliveryResult, TargetAdapter } from '../../src/targets/adapter.js';
+import { parseRetryAfter } from '../../src/targets/http.js';
+import { logoutToken } from './logout-token.js';
+import { isLoopback, Revoker } from './revocation.js';
+
+const httpUrl = (what: string) =>
+  z
+    .url({ protocol: /^https?$/, error: `${what} must be an http(s) URL` })
+    .refine((u) => u.startsWith('https:') || isLoopback(u), `${what} must use https (http only on loopback)`);
+
+const settings = z
+  .strictObject({
+    /** The app's client_id at the OP: the `aud` of logout tokens. */
+    clientId: z.string().min(1),
+    /** How the app knows the user: the `sub` of logout tokens. */
+    subject: subjectTemplate().default('{id}'),
+    /** The RP's back_channel_logout_uri; needed for `action: revoke`. */
+    backchannelLogoutUri: httpUrl('backchannelLogoutUri').optional(),
+    /** RFC 7009 revocation of recorded refresh tokens; needed for `action: refresh`. */
+    revocation: z
+      .strictObject({
+        issuer: httpUrl('revocation.issuer'),
+        clientId: z.string().min(1),
+        clientSecret: z.string().min(1).optional(),
+        authMethod: z.enum(['client_secret_basic', 'client_secret_post', 'none']).default('client_secret_basic'),
+      })
+      .refine((r) => r.authMethod === 'none' || r.clientSecret, {
+        path: ['clientSecret'],
+        message: 'required unless authMethod is none',
+      })
+      .optional(),
+    /** With no session recorded for the user, send one `sub`-only logout token (ends all their sessions). */
+    allowSubjectWide: z.boolean().default(false),
+  })
+  .refine((s) => s.backchannelLogoutUri || s.revocation, {
+    message: 'give backchannelLogoutUri (for revoke) and/or revocation (for refresh)',
+  });
+type OidcSettings = z.output<typeof settings>;
+
+const EXCERPT = 200;
+
+/** `kind: oidc` — OpenID Connect Back-Channel Logout tokens and RFC 7009 refresh-token revocation. */
+export const oidcAdapter: TargetAdapter<'oidc', OidcSettings> = {
+  kind: 'oidc',
+  category: 'session',
+  actions: ['revoke', 'refresh'],
+  defaultAction: 'revoke',
+  needsCredential: false,
+  concurrency: 20,
+  settings: () => settings,
+  create(app, services) {
+    const s = app.settings;
+    const issuer = services.config.issuer;
+    const key = services.signing?.active;
+    if (app.action === 'revoke') {
+      if (!s.backchannelLogoutUri)
+        throw new ConfigError(app.file, 'oidc.backchannelLogoutUri', 'required for action: revoke');
+      if (!issuer)
+        throw new ConfigError(app.file, 'kind', 'kind oidc with action revoke needs `issuer` in ripple.yaml');
+      if (!key)
+        throw new ConfigError(app.file, 'kind', 'kind oidc with action revoke needs `signing` keys in ripple.yaml');
+    }
+    if (app.action === 'refresh' && !s.revocation) {
+      throw new ConfigError(app.file, 'oidc.revocation', 'required for action: refresh');
+    }
+    if (!services.sessions && !s.allowSubjectWide) {
+      throw new ConfigError(
+        app.file,
+        'oidc.allowSubjectWide',
+        'no session registry is running, so set allowSubjectWide: true',
+      );
+    }
+    const revoker = s.revocation ? new Revoker(s.revocation) : undefined;
+
+    async function sendLogout(ctx: DeliveryContext, claims: { sub: string; sid?: string | undefined }): Promise<void> {
+      const url = s.backchannelLogoutUri as string;
+      const token = await logoutToken({
+        key: key as NonNullable<typeof key>,
+        issuer: issuer as string,
+        audience: s.clientId,
+        ...claims,
+      });
+      let res: Response;
+      try {
+        res = await fetch(url, {
+          method: 'POST',
+          body: new URLSearchParams({ logout_token: token }),
+          headers: { 'content-type': 'application/x-www-form-urlencoded', 'cache-control': 'no-store' },
+          redirect: 'manual',
+          signal: ctx.signal,
+        });
+      } catch (err) {
+        throw new TransientDeliveryError('OIDC_LOGOUT_UNREACHABLE', `POST ${url}: ${describeFetchError(err)}`, {
+          cause: err,
+        });
+      }
+      if (res.status === 200 || res.status === 204) {
+        await res.body?.cancel().catch(() => {});
+        return;
+      }
+      const text = (await res.text().catch(() => '')).slice(0, EXCERPT).replace(/\s+/g, ' ').trim();
+      const message = `back-channel logout ${claims.sid ? `of sid ${claims.sid}` : 'of the subject'}: HTTP ${res.status}${text ? `: ${text}` : ''}`;
+      if (res.status === 408 || res.status === 429 || res.status >= 500) {
+        throw new TransientDeliveryError('OIDC_LOGOUT_FAILED', message, {
+          retryAfterMs: parseRetryAfter(res.headers.get('retry-after')),
+        });
+      }
+      throw new PermanentDeliveryError('OIDC_LOGOUT_REFUSED', message);
+    }
+
+    async function revokeRefreshToken(
+      ctx: DeliveryContext,
+      session: SessionRecord,
+      warnings: string[],
+    ): Promise<boolean> {
+      if (!session.hasRefreshToken || !revoker || !services.sessions) return false;
+      let token: string | undefined;
+      try {
+        token = await services.sessions.refreshToken(session.id);
+      } catch (err) {
+        // Sealed under a vault key that is gone (rotated): nothing we can revoke.
+        warnings.push(`refresh token of session ${session.id} is unreadable: ${errorMessage(err)}`);
+      }
+      if (token) await revoker.revokeRefreshToken(token, ctx.signal);
+      await services.sessions.forgetRefreshToken(session.id);
+      return Boolean(token);
+    }
+
+    return {
+      async deliver(ctx): Promise<DeliveryResult> {
+        const { event } = ctx;
+        const plan = await planSessions(
+          services.sessions,
+          app.id,
+          event.user.username,
+          event.occurredAt,
+          s.allowSubjectWide,
+        );
+        if (plan.mode === 'skip') return { outcome: 'skipped', detail: plan.detail };
+        const sub = renderSubject(s.subject, event.user);
+
+        if (plan.mode === 'subjectWide') {
+          if (ctx.action === 'refresh') {
+            return { outcome: 'skipped', detail: 'no refresh token recorded for this user; nothing to revoke' };
+          }
+          await sendLogout(ctx, { sub });
+          return { outcome: 'done', detail: `sub-only logout token accepted by ${s.backchannelLogoutUri}` };
+        }
+
+        let loggedOut = 0;
+        let revoked = 0;
+        let noSid = 0;
+        const warnings: string[] = [];
+        // Each session is finished (and forgotten) before the next one, so a retry after
+        // a failure picks up where this attempt stopped.
+        for (const session of plan.sessions) {
+          if (ctx.action === 'revoke') {
+            if (session.sid) {
+              await sendLogout(ctx, { sub, sid: session.sid });
+              loggedOut++;
+            } else noSid++;
+            if (await revokeRefreshToken(ctx, session, warnings)) revoked++;
+            else if (session.hasRefreshToken && !revoker) {
+              warnings.push(`session ${session.id} has a refresh token but oidc.revocation is not configured`);
+            }
+            await services.sessions?.delete(session.id);
+          } else if (await revokeRefreshToken(ctx, session, warnings)) revoked++;
+        }
+        if (noSid > 0 && ctx.action === 'revoke') {
+          // Sessions recorded without a sid can only be ended subject-wide, which is safe
+          // only when no later session exists.
+          if (s.allowSubjectWide && plan.later === 0) {
+            await sendLogout(ctx, { sub });
+            loggedOut++;
+          } else if (revoked === 0) {
+            warnings.push(`${noSid} session(s) recorded without sid could not be logged out individually`);
+          }
+        }
+        const parts = [];
+        if (ctx.action === 'revoke') parts.push(`${loggedOut} logout token(s) accepted`);
+        parts.push(`${revoked} refresh token(s) revoked`);
+        if (plan.later > 0) parts.push(`${plan.later} later session(s) left alone`);
+        if (ctx.action === 'refresh' && revoked === 0) {
+          return {
+            outcome: 'skipped',
+            detail: `no refresh token recorded in sessions before the change; ${parts.join(', ')}`,
+          };
+        }
+        const result: DeliveryResult = { outcome: 'done', detail: parts.join(', ') };
+        if (warnings.length > 0) result.warning = warnings.join('; ');
+        return result;
+      },
+
+      async probe(signal) {
+        const details: string[] = [];
+        let ok = true;
+        if (revoker) {
+          try {
+            details.push(`revocation endpoint ${await revoker.check(signal)}`);
+          } catch (err) {
+            ok = false;
+            details.push(`discovery at ${s.revocation?.issuer} failed: ${describeFetchError(err)}`);
+          }
+        }
+        if (s.backchannelLogoutUri) {
+          // An empty logout request: a live RP answers 400 (Back-Channel Logout §2.8) without logging anyone out.
+          try {
+            const res = await fetch(s.backchannelLogoutUri, {
+              method: 'POST',
+              body: new URLSearchParams(),
+              headers: { 'content-type': 'application/x-www-form-urlencoded' },
+              redirect: 'manual',
+              signal,
+            });
+            await res.body?.cancel().catch(() => {});
+            const answers = res.status < 500 && res.status !== 404 && res.status !== 405;
+            ok &&= answers;
+            details.push(
+              `POST ${s.backchannelLogoutUri} → HTTP ${res.status}${answers ? '' : ' (not a logout endpoint?)'}`,
+            );
+          } catch (err) {
+            ok = false;
+            details.push(`${s.backchannelLogoutUri}: ${describeFetchError(err)}`);
+          }
+        }
+        return { ok, detail: details.join('; ') };
+      },
+    };
+  },
+};

@@ -1,0 +1,124 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import * as client from 'openid-client';
+import { errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
+
+export interface RevocationSettings {
+  issuer: string;
+  clientId: string;
+  clientSecret?: string | undefined;
+  authMethod: 'client_secret_basic' | 'client_secret_post' | 'none';
+}
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
+
+/** Plain http is accepted for a loopback issuer only (development and tests); anything else must be https. */
+export function isLoopback(url: string): boolean {
+  return LOOPBACK.has(new URL(url).hostname);
+}
+
+/**
+ * RFC 7009 token revocation through openid-client, against the issuer's discovered
+ * `revocation_endpoint`. Discovery runs once and is kept; every HTTP request follows
+ * the delivery's abort signal.
+ */
+export class Revoker {
+  private config: Promise<client.Configuration> | undefined;
+  private readonly signal = new AsyncLocalStorage<AbortSignal>();
+
+  constructor(private readonly settings: RevocationSettings) {}
+
+  private discover(): Promise<client.Configuration> {
+    if (!this.config) {
+      const { issuer, clientId, clientSecret, authMethod } = this.settings;
+      const auth =
+        authMethod === 'none'
+          ? client.None()
+          : authMethod === 'client_secret_post'
+            ? client.ClientSecretPost(clientSecret)
+            : client.ClientSecretBasic(clientSecret);
+      const fetchWithSignal: client.CustomFetch = (url, options) => {
+        const outer = this.signal.getStore();
+        const signal = outer && options.signal ? AbortSignal.any([options.signal, outer]) : (outer ?? options.signal);
+        return fetch(url, { ...options, signal } as RequestInit);
+      };
+      this.config = client
+        .discovery(new URL(issuer), clientId, undefined, auth, {
+          execute: isLoopback(issuer) ? [client.allowInsecureRequests] : [],
+          [client.customFetch]: fetchWithSignal,
+        })
+        .then((config) => {
+          config[client.customFetch] = fetchWithSignal;
+          return config;
+        });
+      // A failed discovery is retried at the next call.
+      this.config.catch(() => {
+        this.config = undefined;
+      });
+    }
+    return this.config;
+  }
+
+  /** Discovery only; returns the revocation endpoint (throws when the issuer has none). */
+  async check(signal: AbortSignal): Promise<string> {
+    return this.signal.run(signal, async () => {
+      const config = await this.discover();
+      const endpoint = config.serverMetadata().revocation_endpoint;
+      if (!endpoint) throw new Error(`${this.settings.issuer} advertises no revocation_endpoint`);
+      return endpoint;
+    });
+  }
+
+  /** Revokes one refresh token. A token the server already forgot counts as revoked (RFC 7009 §2.2). */
+  async revokeRefreshToken(token: string, signal: AbortSignal): Promise<void> {
+    await this.signal.run(signal, async () => {
+      let config: client.Configuration;
+      try {
+        config = await this.discover();
+      } catch (err) {
+        throw new TransientDeliveryError(
+          'OIDC_DISCOVERY_FAILED',
+          `discovery at ${this.settings.issuer}: ${describe(err)}`,
+          {
+            cause: err,
+          },
+        );
+      }
+      if (!config.serverMetadata().revocation_endpoint) {
+        throw new PermanentDeliveryError(
+          'OIDC_NO_REVOCATION',
+          `${this.settings.issuer} advertises no revocation_endpoint`,
+        );
+      }
+      try {
+        await client.tokenRevocation(config, token, { token_type_hint: 'refresh_token' });
+      } catch (err) {
+        if (err instanceof client.ResponseBodyError) {
+          const message = `revocation refused: HTTP ${err.status} ${err.error}${err.error_description ? ` (${err.error_description})` : ''}`;
+          if (err.status >= 500) throw new TransientDeliveryError('OIDC_REVOCATION_FAILED', message, { cause: err });
+          throw new PermanentDeliveryError('OIDC_REVOCATION_REFUSED', message, { cause: err });
+        }
+        if (err instanceof client.ClientError && err.code === 'OAUTH_RESPONSE_IS_NOT_CONFORM') {
+          const status = (err.cause as Response | undefined)?.status;
+          if (status !== undefined && status < 500 && status !== 429 && status !== 408) {
+            throw new PermanentDeliveryError('OIDC_REVOCATION_REFUSED', `revocation endpoint answered HTTP ${status}`, {
+              cause: err,
+            });
+          }
+        }
+        throw new TransientDeliveryError(
+          'OIDC_REVOCATION_FAILED',
+          `revocation at ${this.settings.issuer}: ${describe(err)}`,
+          {
+            cause: err,
+          },
+        );
+      }
+    });
+  }
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) return 'timed out or aborted';
+  const cause = err instanceof Error ? (err.cause as { code?: string } | undefined) : undefined;
+  return cause?.code ?? errorMessage(err);
+}

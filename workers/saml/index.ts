@@ -1,0 +1,468 @@
+import { readFileSync } from 'node:fs';
+import { inflateRawSync } from 'node:zlib';
+import * as samlify from 'samlify';
+import { z } from 'zod';
+import { pem, textFile } from '../../src/config/schema-context.js';
+import { ConfigError, errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
+import { describeFetchError, planSessions } from '../../src/sessions/plan.js';
+import type { SessionRecord } from '../../src/sessions/store.js';
+import { renderSubject, subjectTemplate } from '../../src/sessions/template.js';
+import { NAMEID_FORMATS, rippleIdentityProvider, SAML_BINDING } from '../../src/signing/metadata.js';
+import type { DeliveryContext, DeliveryResult, TargetAdapter } from '../../src/targets/adapter.js';
+import { parseRetryAfter } from '../../src/targets/http.js';
+import { logoutRequestXml } from './request.js';
+import { NS, parseXml, readSoap, SOAP_ACTION, STATUS, soapEnvelope } from './xml.js';
+
+// No samlify schema validator is set here: Ripple only builds and signs requests with
+// samlify and checks responses itself (xmldom + samlify's signature verifier), none of
+// which runs samlify's inbound flow that needs one.
+
+const LOOPBACK = /^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//;
+const sloUrlSchema = z
+  .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
+  .refine((u) => u.startsWith('https:') || LOOPBACK.test(u), 'must use https (http only on loopback)');
+
+interface ResolvedSp {
+  entityID: string;
+  sloUrl: string;
+  binding: 'soap' | 'post';
+  /** The SP's signing certificates (PEM or base64 DER), to check signed LogoutResponses. */
+  certificates: string[];
+  metadata?: string | undefined;
+  metadataPath?: string | undefined;
+}
+
+/** The SP's entityID, SLO endpoint for `binding` and signing certificates, from its metadata XML. */
+function spFromMetadata(text: string, path: string, binding: 'soap' | 'post'): ResolvedSp {
+  let entity: ReturnType<typeof samlify.ServiceProvider>;
+  try {
+    entity = samlify.ServiceProvider({ metadata: text });
+  } catch (err) {
+    throw new Error(`${path} is not usable SP metadata: ${errorMessage(err)}`);
+  }
+  const services = asArray(entity.entityMeta.getSingleLogoutService(undefined as unknown as string)) as Array<{
+    binding?: string;
+    location?: string;
+  }>;
+  const service = services.find((x) => x?.binding === SAML_BINDING[binding]);
+  if (!service?.location) {
+    const offered = services.map((x) => x?.binding?.split(':').pop()).filter(Boolean);
+    throw new Error(
+      `${path} has no ${binding.toUpperCase()} SingleLogoutService${offered.length ? ` (it offers ${offered.join(', ')}; set binding accordingly)` : ''}`,
+    );
+  }
+  const certs = asArray(entity.entityMeta.getX509Certificate('signing')).flat() as string[];
+  return {
+    entityID: entity.entityMeta.getEntityID(),
+    sloUrl: service.location,
+    binding,
+    certificates: certs.filter(Boolean),
+    metadata: text,
+    metadataPath: path,
+  };
+}
+
+const spSchema = (ctx: Parameters<typeof textFile>[0]) =>
+  z
+    .strictObject({
+      /** SP metadata XML file; gives entityID, the SLO endpoint and the SP's signing certificate. */
+      metadata: textFile(ctx).optional(),
+      entityID: z.string().min(1).optional(),
+      sloUrl: sloUrlSchema.optional(),
+      /** soap: back-channel SOAP 1.1 (the usual for server-to-server SLO); post: HTTP-POST form, server to server. */
+      binding: z.enum(['soap', 'post']).default('soap'),
+      /** The SP's signing certificate (PEM, inline or file) when not using metadata. */
+      cert: pem(ctx).optional(),
+    })
+    .transform((sp, issue): ResolvedSp => {
+      if (sp.metadata) {
+        if (sp.entityID || sp.sloUrl || sp.cert) {
+          issue.addIssue({ code: 'custom', message: 'give either metadata or entityID + sloUrl (+ cert), not both' });
+          return z.NEVER;
+        }
+        try {
+          return spFromMetadata(sp.metadata.text, sp.metadata.path, sp.binding);
+        } catch (err) {
+          issue.addIssue({ code: 'custom', path: ['metadata'], message: errorMessage(err) });
+          return z.NEVER;
+        }
+      }
+      if (!sp.entityID || !sp.sloUrl) {
+        issue.addIssue({ code: 'custom', message: 'give metadata, or entityID and sloUrl' });
+        return z.NEVER;
+      }
+      return {
+        entityID: sp.entityID,
+        sloUrl: sp.sloUrl,
+        binding: sp.binding,
+        certificates: sp.cert ? [sp.cert] : [],
+      };
+    });
+
+const nameIdFormat = z
+  .string()
+  .default('emailAddress')
+  .transform((v) => NAMEID_FORMATS[v as keyof typeof NAMEID_FORMATS] ?? v)
+  .refine((v) => v.startsWith('urn:'), {
+    message: `use ${Object.keys(NAMEID_FORMATS).join(', ')} or a full urn:oasis:names:tc:SAML:… format`,
+  });
+
+const settings = (ctx: Parameters<typeof textFile>[0]) =>
+  z.strictObject({
+    sp: spSchema(ctx),
+    /** How the SP knows the user: NameID format and a template of the event's user (`{email}`, `{username}`, `{id}`). */
+    nameId: z
+      .strictObject({ format: nameIdFormat, value: subjectTemplate().default('{email}') })
+      .default({ format: NAMEID_FORMATS.emailAddress, value: '{email}' }),
+    /** With no session recorded for the user, send one NameID-only LogoutRequest (ends all their sessions at the SP). */
+    allowSubjectWide: z.boolean().default(false),
+    /** Refuse LogoutResponses that are not signed by the SP. Signed responses are always checked. */
+    requireSignedResponse: z.boolean().default(false),
+  });
+type SamlSettings = z.output<ReturnType<typeof settings>>;
+
+function asArray<T>(v: T | T[] | null | undefined): T[] {
+  if (v === null || v === undefined) return [];
+  return Array.isArray(v) ? v : [v];
+}
+
+const EXCERPT = 200;
+
+interface Outcome {
+  partial: boolean;
+  detail: string;
+}
+
+/** `kind: saml` — signed SAML 2.0 LogoutRequests to a service provider's Single Logout endpoint, server to server. */
+export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
+  kind: 'saml',
+  category: 'session',
+  actions: ['revoke', 'refresh'],
+  defaultAction: 'revoke',
+  needsCredential: false,
+  concurrency: 20,
+  settings,
+  create(app, services) {
+    const s = app.settings;
+    const issuer = services.config.issuer;
+    const keys = services.signing;
+    if (!issuer) throw new ConfigError(app.file, 'kind', 'kind saml needs `issuer` in ripple.yaml (the IdP entityID)');
+    if (!keys) throw new ConfigError(app.file, 'kind', 'kind saml needs `signing` keys in ripple.yaml');
+    if (!keys.saml) throw new ConfigError(app.file, 'kind', 'kind saml needs an RSA key in ripple.yaml `signing.keys`');
+    if (s.requireSignedResponse && s.sp.certificates.length === 0) {
+      throw new ConfigError(
+        app.file,
+        'saml.requireSignedResponse',
+        'needs the SP certificate (sp.metadata or sp.cert)',
+      );
+    }
+    if (!services.sessions && !s.allowSubjectWide) {
+      throw new ConfigError(
+        app.file,
+        'saml.allowSubjectWide',
+        'no session registry is running, so set allowSubjectWide: true',
+      );
+    }
+    const idp = rippleIdentityProvider(keys, issuer);
+    const sp = s.sp.metadata
+      ? samlify.ServiceProvider({ metadata: s.sp.metadata, wantLogoutRequestSigned: true })
+      : samlify.ServiceProvider({
+          entityID: s.sp.entityID,
+          wantLogoutRequestSigned: true,
+          singleLogoutService: [{ Binding: SAML_BINDING[s.sp.binding], Location: s.sp.sloUrl }],
+          ...(s.sp.certificates.length > 0 ? { signingCert: s.sp.certificates } : {}),
+        });
+
+    /** The signed LogoutRequest XML: samlify signs (enveloped RSA-SHA256 signature after Issuer). */
+    function signedRequest(nameId: string, sessionIndexes: string[]): { id: string; xml: string } {
+      let built: { id: string; xml: string } | undefined;
+      const result = idp.createLogoutRequest(
+        sp,
+        'post',
+        { logoutNameID: nameId },
+        {
+          customTagReplacement: () => {
+            built = logoutRequestXml({
+              issuer: issuer as string,
+              destination: s.sp.sloUrl,
+              nameId,
+              nameIdFormat: s.nameId.format,
+              sessionIndexes,
+            });
+            return { id: built.id, context: built.xml };
+          },
+        },
+      );
+      if (!built) throw new Error('samlify did not build the LogoutRequest');
+      return { id: built.id, xml: Buffer.from(result.context, 'base64').toString('utf8') };
+    }
+
+    async function post(ctx: DeliveryContext, body: string, headers: Record<string, string>): Promise<Response> {
+      try {
+        return await fetch(s.sp.sloUrl, { method: 'POST', body, headers, redirect: 'manual', signal: ctx.signal });
+      } catch (err) {
+        throw new TransientDeliveryError('SAML_SLO_UNREACHABLE', `POST ${s.sp.sloUrl}: ${describeFetchError(err)}`, {
+          cause: err,
+        });
+      }
+    }
+
+    function httpFailure(res: Response, text: string): never {
+      const message = `SLO endpoint answered HTTP ${res.status}${text ? `: ${text.slice(0, EXCERPT).replace(/\s+/g, ' ').trim()}` : ''}`;
+      if (res.status === 408 || res.status === 429 || res.status >= 500) {
+        throw new TransientDeliveryError('SAML_SLO_HTTP_STATUS', message, {
+          retryAfterMs: parseRetryAfter(res.headers.get('retry-after')),
+        });
+      }
+      throw new PermanentDeliveryError('SAML_SLO_REFUSED', message);
+    }
+
+    /** Checks a LogoutResponse against the request it answers (InResponseTo, Issuer, signature, status). */
+    function checkResponse(xml: string, requestId: string, signatureCheckable: boolean): Outcome {
+      let doc: Document;
+      try {
+        doc = parseXml(xml);
+      } catch (err) {
+        throw new PermanentDeliveryError('SAML_RESPONSE_INVALID', `LogoutResponse: ${errorMessage(err)}`);
+      }
+      const root = doc.documentElement;
+      if (!root || root.namespaceURI !== NS.protocol || root.localName !== 'LogoutResponse') {
+        throw new PermanentDeliveryError('SAML_RESPONSE_INVALID', 'the SP did not answer with a LogoutResponse');
+      }
+      const inResponseTo = root.getAttribute('InResponseTo');
+      if (inResponseTo !== requestId) {
+        throw new PermanentDeliveryError(
+          'SAML_RESPONSE_MISMATCH',
+          `LogoutResponse InResponseTo "${inResponseTo ?? ''}" does not match our request ${requestId}`,
+        );
+      }
+      const responseIssuer = firstChild(root, NS.assertion, 'Issuer')?.textContent?.trim();
+      if (responseIssuer !== undefined && responseIssuer !== s.sp.entityID) {
+        throw new PermanentDeliveryError(
+          'SAML_RESPONSE_ISSUER',
+          `LogoutResponse Issuer "${responseIssuer}" is not the SP "${s.sp.entityID}"`,
+        );
+      }
+      const signed = firstChild(root, NS.dsig, 'Signature') !== undefined;
+      if (signed || s.requireSignedResponse) {
+        if (!signed) throw new PermanentDeliveryError('SAML_RESPONSE_UNSIGNED', 'the LogoutResponse is not signed');
+        if (!signatureCheckable) {
+          throw new PermanentDeliveryError(
+            'SAML_RESPONSE_UNVERIFIED',
+            'a redirect-binding LogoutResponse cannot be verified here',
+          );
+        }
+        if (s.sp.certificates.length === 0) {
+          throw new PermanentDeliveryError(
+            'SAML_RESPONSE_UNVERIFIED',
+            'the SP signed its LogoutResponse but no SP certificate is configured (saml.sp.metadata or saml.sp.cert)',
+          );
+        }
+        let verified = false;
+        try {
+          [verified] = samlify.SamlLib.verifySignature(xml, { metadata: sp.entityMeta });
+        } catch (err) {
+          throw new PermanentDeliveryError('SAML_RESPONSE_SIGNATURE', `LogoutResponse signature: ${errorMessage(err)}`);
+        }
+        if (!verified) {
+          throw new PermanentDeliveryError('SAML_RESPONSE_SIGNATURE', 'the LogoutResponse signature does not verify');
+        }
+      }
+      const status = firstChild(root, NS.protocol, 'Status');
+      const top = status && firstChild(status, NS.protocol, 'StatusCode');
+      const second = top && firstChild(top, NS.protocol, 'StatusCode');
+      const topCode = top?.getAttribute('Value') ?? '';
+      const secondCode = second?.getAttribute('Value') ?? '';
+      const message = status && firstChild(status, NS.protocol, 'StatusMessage')?.textContent?.trim();
+      const shown = [topCode, secondCode]
+        .filter(Boolean)
+        .map((c) => c.split(':').pop())
+        .join('/');
+      if (secondCode === STATUS.partialLogout) {
+        return { partial: true, detail: `PartialLogout (${shown}${message ? `: ${message}` : ''})` };
+      }
+      if (topCode === STATUS.success) return { partial: false, detail: 'Success' };
+      throw new PermanentDeliveryError(
+        'SAML_LOGOUT_FAILED',
+        `the SP answered ${shown || 'no status'}${message ? `: ${message}` : ''}`,
+      );
+    }
+
+    async function send(ctx: DeliveryContext, nameId: string, sessionIndexes: string[]): Promise<Outcome> {
+      const request = signedRequest(nameId, sessionIndexes);
+      if (s.sp.binding === 'soap') {
+        const res = await post(ctx, soapEnvelope(request.xml), {
+          'content-type': 'text/xml; charset=utf-8',
+          soapaction: `"${SOAP_ACTION}"`,
+          accept: 'text/xml',
+        });
+        const text = await res.text().catch(() => '');
+        let content: ReturnType<typeof readSoap>;
+        try {
+          content = readSoap(text, 'LogoutResponse');
+        } catch (err) {
+          if (!res.ok) httpFailure(res, text);
+          throw new PermanentDeliveryError(
+            'SAML_RESPONSE_INVALID',
+            `SOAP answer (HTTP ${res.status}): ${errorMessage(err)}`,
+          );
+        }
+        if (content.kind === 'fault') {
+          const msg = `SOAP Fault ${content.code}: ${content.text.slice(0, EXCERPT)}`;
+          if (/Server$/.test(content.code)) throw new TransientDeliveryError('SAML_SOAP_FAULT', msg);
+          throw new PermanentDeliveryError('SAML_SOAP_FAULT', msg);
+        }
+        if (!res.ok) httpFailure(res, text);
+        return checkResponse(content.xml, request.id, true);
+      }
+      // HTTP-POST binding, server to server: the SP answers with an auto-submitting form
+      // (or a redirect) carrying its LogoutResponse back to us.
+      const res = await post(
+        ctx,
+        new URLSearchParams({ SAMLRequest: Buffer.from(request.xml).toString('base64') }).toString(),
+        {
+          'content-type': 'application/x-www-form-urlencoded',
+        },
+      );
+      const location = res.headers.get('location');
+      if (res.status >= 300 && res.status < 400 && location) {
+        await res.body?.cancel().catch(() => {});
+        const encoded = new URL(location, s.sp.sloUrl).searchParams.get('SAMLResponse');
+        if (!encoded)
+          return { partial: true, detail: `redirected to ${location} without a LogoutResponse; logout not confirmed` };
+        return checkResponse(inflateRawSync(Buffer.from(encoded, 'base64')).toString('utf8'), request.id, false);
+      }
+      const text = await res.text().catch(() => '');
+      if (!res.ok) httpFailure(res, text);
+      const encoded =
+        /name=["']SAMLResponse["'][^>]*value=["']([^"']+)["']/i.exec(text)?.[1] ??
+        /value=["']([^"']+)["'][^>]*name=["']SAMLResponse["']/i.exec(text)?.[1];
+      if (!encoded)
+        return { partial: true, detail: `HTTP ${res.status} without a LogoutResponse; logout not confirmed` };
+      return checkResponse(Buffer.from(encoded, 'base64').toString('utf8'), request.id, true);
+    }
+
+    return {
+      async deliver(ctx): Promise<DeliveryResult> {
+        const { event } = ctx;
+        const plan = await planSessions(
+          services.sessions,
+          app.id,
+          event.user.username,
+          event.occurredAt,
+          s.allowSubjectWide,
+        );
+        if (plan.mode === 'skip') return { outcome: 'skipped', detail: plan.detail };
+        const templateNameId = () => renderSubject(s.nameId.value, event.user);
+
+        if (plan.mode === 'subjectWide') {
+          const result = await send(ctx, templateNameId(), []);
+          return finish([result], 'NameID-only LogoutRequest', 0);
+        }
+
+        // One LogoutRequest per NameID, listing the SessionIndex of each session opened before the change.
+        const groups = new Map<string, SessionRecord[]>();
+        for (const session of plan.sessions) {
+          const nameId = session.nameId ?? templateNameId();
+          groups.set(nameId, [...(groups.get(nameId) ?? []), session]);
+        }
+        const results: Outcome[] = [];
+        const warnings: string[] = [];
+        let ended = 0;
+        for (const [nameId, sessions] of groups) {
+          const indexed = sessions.filter((x) => x.sessionIndex);
+          const unindexed = sessions.filter((x) => !x.sessionIndex);
+          if (indexed.length > 0) {
+            results.push(
+              await send(
+                ctx,
+                nameId,
+                indexed.map((x) => x.sessionIndex as string),
+              ),
+            );
+            for (const x of indexed) await services.sessions?.delete(x.id);
+            ended += indexed.length;
+          }
+          if (unindexed.length > 0) {
+            // Without a SessionIndex only a NameID-wide logout can end them: safe only when no later session exists.
+            if (s.allowSubjectWide && plan.later === 0) {
+              results.push(await send(ctx, nameId, []));
+              for (const x of unindexed) await services.sessions?.delete(x.id);
+              ended += unindexed.length;
+            } else {
+              warnings.push(`${unindexed.length} session(s) recorded without sessionIndex were not ended`);
+            }
+          }
+        }
+        return finish(results, `${ended} session(s) ended`, plan.later, warnings);
+      },
+
+      async probe(signal) {
+        let metadataNote = '';
+        if (s.sp.metadataPath) {
+          // The SP may have rotated its certificate or moved its endpoint since start-up.
+          try {
+            const now = spFromMetadata(readFileSync(s.sp.metadataPath, 'utf8'), s.sp.metadataPath, s.sp.binding);
+            const changed = [
+              now.entityID !== s.sp.entityID && 'entityID',
+              now.sloUrl !== s.sp.sloUrl && 'SLO URL',
+              now.certificates.join() !== s.sp.certificates.join() && 'certificate',
+            ].filter(Boolean);
+            if (changed.length > 0) {
+              return {
+                ok: false,
+                detail: `${s.sp.metadataPath} changed (${changed.join(', ')}) since start-up: restart Ripple`,
+              };
+            }
+            metadataNote = `metadata ${s.sp.metadataPath} OK; `;
+          } catch (err) {
+            return { ok: false, detail: errorMessage(err) };
+          }
+        }
+        const what = `${metadataNote}${s.sp.binding.toUpperCase()} SLO ${s.sp.sloUrl} of ${s.sp.entityID}`;
+        try {
+          // An empty SOAP envelope (or form): a live endpoint answers (often with a Fault or 400) without logging anyone out.
+          const res = await fetch(s.sp.sloUrl, {
+            method: 'POST',
+            body: s.sp.binding === 'soap' ? soapEnvelope('') : '',
+            headers:
+              s.sp.binding === 'soap'
+                ? { 'content-type': 'text/xml; charset=utf-8', soapaction: `"${SOAP_ACTION}"` }
+                : { 'content-type': 'application/x-www-form-urlencoded' },
+            redirect: 'manual',
+            signal,
+          });
+          const text = await res.text().catch(() => '');
+          let fault = false;
+          try {
+            fault = s.sp.binding === 'soap' && readSoap(text, 'LogoutResponse').kind === 'fault';
+          } catch {}
+          const ok = res.status !== 404 && res.status !== 405 && (res.status < 500 || fault);
+          return { ok, detail: `${what} → HTTP ${res.status}${fault ? ' (SOAP Fault: endpoint alive)' : ''}` };
+        } catch (err) {
+          return { ok: false, detail: `${what}: ${describeFetchError(err)}` };
+        }
+      },
+    };
+  },
+};
+
+function finish(results: Outcome[], what: string, later: number, warnings: string[] = []): DeliveryResult {
+  const partial = results.filter((r) => r.partial).map((r) => r.detail);
+  const parts = [
+    `${what}: ${results.length} LogoutRequest(s) answered ${results.map((r) => r.detail.split(' ')[0]).join(', ')}`,
+  ];
+  if (later > 0) parts.push(`${later} later session(s) left alone`);
+  const result: DeliveryResult = { outcome: 'done', detail: parts.join('; ') };
+  const warning = [...partial.map((p) => `SP reported ${p}`), ...warnings];
+  if (warning.length > 0) result.warning = warning.join('; ');
+  return result;
+}
+
+function firstChild(parent: Element, ns: string, local: string): Element | undefined {
+  for (let n = parent.firstChild; n; n = n.nextSibling) {
+    if (n.nodeType === 1 && (n as Element).namespaceURI === ns && (n as Element).localName === local)
+      return n as Element;
+  }
+  return undefined;
+}
