@@ -62,13 +62,8 @@ export async function enqueueScheduled(
     const jobs = byKind.get(app.kind) ?? [];
     jobs.push({
       name: appId,
-      data: { eventId, app: appId, username },
-      opts: {
-        jobId: deliveryJobId(eventId, appId),
-        delay: Math.max(0, row.dueAt - now),
-        attempts: app.retry.attempts,
-        backoff: { type: 'ripple', delay: app.retry.backoff },
-      },
+      data: { eventId, username },
+      opts: { jobId: deliveryJobId(eventId, appId), delay: Math.max(0, row.dueAt - now) },
     });
     byKind.set(app.kind, jobs);
   }

@@ -41,10 +41,10 @@ export async function startEmbeddedRedis(opts: { dir: string; appendOnly?: boole
           'everysec',
           '--maxmemory-policy',
           'noeviction',
-          // Job and status hashes hold JSON values of 60-250 bytes; above the default 64 Redis
+          // Job and status hashes hold JSON values of 60-500 bytes; above the default 64 Redis
           // switches a hash to a table encoding that costs about twice the memory per job.
           '--hash-max-listpack-value',
-          '256',
+          '512',
           '--daemonize',
           'no',
         ],

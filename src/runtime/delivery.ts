@@ -5,7 +5,7 @@ import { enqueueScheduled } from '../planner/planner.js';
 import type { AppRow } from '../status/model.js';
 import type { DeliveryContext, DeliveryResult, Target } from '../targets/adapter.js';
 import { adapterFor, type Engine, logTransition, settleCredential } from './engine.js';
-import { type DeliveryJob, deliveryJobId, deliveryQueueName } from './queues.js';
+import { DELIVERY_RETENTION, type DeliveryJob, deliveryJobId, deliveryQueueName } from './queues.js';
 
 /** Kill -9 recovery: a dead worker's job is re-run once its lock lapses and a stalled check sees it. */
 const LOCK_DURATION_MS = 8_000;
@@ -15,10 +15,6 @@ const STALLED_INTERVAL_MS = 4_000;
 export function backoffDelay(attempt: number, retry: { backoff: number; maxBackoff: number }, random = Math.random) {
   const exp = Math.min(retry.maxBackoff, retry.backoff * 2 ** Math.max(0, attempt - 1));
   return Math.round(exp / 2 + (random() * exp) / 2);
-}
-
-interface RetryPlannedError extends Error {
-  rippleRetryDelayMs?: number;
 }
 
 export interface DeliveryRuntime {
@@ -42,10 +38,7 @@ export function startDeliveryWorkers(engine: Engine, targets: Map<string, Target
         lockDuration: LOCK_DURATION_MS,
         stalledInterval: STALLED_INTERVAL_MS,
         maxStalledCount: 5,
-        settings: {
-          backoffStrategy: (_attempts, _type, err) =>
-            (err as RetryPlannedError | undefined)?.rippleRetryDelayMs ?? 1_000,
-        },
+        ...DELIVERY_RETENTION,
       },
     );
     worker.on('error', (err) => engine.log.error({ err, kind }, 'delivery worker error'));
@@ -72,7 +65,8 @@ async function processDelivery(
   token: string | undefined,
   shutdown: AbortSignal,
 ): Promise<void> {
-  const { eventId, app: appId, username } = job.data;
+  const { eventId, username } = job.data;
+  const appId = job.name;
   const jobId = job.id ?? deliveryJobId(eventId, appId);
   const app = engine.apps.get(appId);
   const target = targets.get(appId);
@@ -85,7 +79,6 @@ async function processDelivery(
     if (row) logTransition(engine, eventId, appId, row);
     throw new UnrecoverableError(`app ${appId} not configured`);
   }
-  const attempt = job.attemptsMade + 1;
   const startedAt = Date.now();
   const gate = await engine.store.begin({
     eventId,
@@ -96,7 +89,6 @@ async function processDelivery(
     lockTtlMs: app.timeout + 30_000,
     now: startedAt,
     rateLimit: app.rateLimit,
-    attempt,
   });
   if (gate.verdict === 'gone') return;
   if (gate.verdict === 'superseded') {
@@ -113,6 +105,7 @@ async function processDelivery(
     throw new DelayedError();
   }
   const { meta, row: activeRow } = gate;
+  const attempt = activeRow.attempts;
   engine.metrics.lateness.observe({ kind: app.kind }, Math.max(0, startedAt - activeRow.dueAt) / 1000);
   logTransition(engine, eventId, appId, activeRow);
 
@@ -142,7 +135,7 @@ async function processDelivery(
   } catch (raw) {
     endTimer();
     const err = classify(raw, timeout, app.timeout);
-    await onFailure(engine, job, app.kind, appId, username, jobId, attempt, err);
+    await onFailure(engine, job, token, app.kind, appId, username, jobId, attempt, err);
     return; // unreachable: onFailure throws
   }
   endTimer();
@@ -190,6 +183,7 @@ function classify(raw: unknown, timeout: AbortSignal, timeoutMs: number): Delive
 async function onFailure(
   engine: Engine,
   job: Job<DeliveryJob>,
+  token: string | undefined,
   kind: string,
   appId: string,
   username: string,
@@ -213,9 +207,9 @@ async function onFailure(
     });
     engine.metrics.appJobs.inc({ kind, app: appId, outcome: 'retrying' });
     if (row) logTransition(engine, eventId, appId, row, { retryInMs: delay });
-    const retry: RetryPlannedError = new Error(lastError);
-    retry.rippleRetryDelayMs = delay;
-    throw retry;
+    // Ripple schedules its own retries: the job just waits, BullMQ keeps no attempt count of its own.
+    await job.moveToDelayed(Date.now() + delay, token);
+    throw new DelayedError();
   }
   const row = await engine.store.finish(eventId, appId, username, jobId, {
     state: 'failed',

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { type ConnectionOptions, Queue } from 'bullmq';
 
 export const EVENTS_QUEUE = 'events';
@@ -8,15 +9,29 @@ export interface PlanJob {
   eventId: string;
 }
 
-/** Delivery queue job: references only, never a secret. */
+/** Delivery queue job: references only, never a secret. The job's name is the app id. */
 export interface DeliveryJob {
   eventId: string;
-  app: string;
   username: string;
 }
 
 export const planJobId = (eventId: string) => `plan.${eventId}`;
-export const deliveryJobId = (eventId: string, app: string) => `${eventId}.${app}`;
+
+/**
+ * One job per (event, app), so a second add of the same delivery is a no-op. Hashed to 16
+ * characters because the id is stored three times per pending job (key, delayed set, opts).
+ */
+export const deliveryJobId = (eventId: string, app: string) =>
+  `d${createHash('sha256').update(`${eventId}\0${app}`).digest('base64url').slice(0, 15)}`;
+
+/**
+ * What delivery workers keep: nothing of completed jobs (the status store has the record), and
+ * dead letters for 30 days for an operator to see in the dashboard and retry.
+ */
+export const DELIVERY_RETENTION = {
+  removeOnComplete: { count: 0 },
+  removeOnFail: { age: 30 * 86_400, count: 100_000 },
+} as const;
 
 export interface Queues {
   events: Queue<PlanJob>;
@@ -26,9 +41,12 @@ export interface Queues {
 }
 
 export function createQueues(connection: ConnectionOptions, prefix: string, kinds: readonly string[]): Queues {
+  // Nothing here reads BullMQ's event streams (QueueEvents); keep them short.
+  const streams = { events: { maxLen: 1_000 } };
   const events = new Queue<PlanJob>(EVENTS_QUEUE, {
     connection,
     prefix,
+    streams,
     defaultJobOptions: {
       attempts: 20,
       backoff: { type: 'exponential', delay: 500 },
@@ -36,20 +54,9 @@ export function createQueues(connection: ConnectionOptions, prefix: string, kind
       removeOnFail: false,
     },
   });
+  // Job removal is the workers' setting (DELIVERY_RETENTION), not copied into every job's options.
   const delivery = new Map(
-    kinds.map((kind) => [
-      kind,
-      new Queue<DeliveryJob>(deliveryQueueName(kind), {
-        connection,
-        prefix,
-        defaultJobOptions: {
-          // The status store keeps the record; completed jobs would only cost memory.
-          removeOnComplete: true,
-          // Dead letters stay for an operator to see in the dashboard and retry.
-          removeOnFail: { age: 30 * 86_400, count: 100_000 },
-        },
-      }),
-    ]),
+    kinds.map((kind) => [kind, new Queue<DeliveryJob>(deliveryQueueName(kind), { connection, prefix, streams })]),
   );
   return {
     events,

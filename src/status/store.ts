@@ -91,8 +91,9 @@ return cjson.encode(patch_row(KEYS[1], ARGV[1], cjson.decode(ARGV[3])))
 
 /**
  * The gate every delivery passes. KEYS: event, user, lock, rate counter. ARGV: app, event id,
- * job id, lock ttl, now, rate max, rate window, attempt. Returns {verdict, meta, row|wait}.
- * In one step: superseded? rate-limited? another change for this user+app in flight? else active.
+ * job id, lock ttl, now, rate max, rate window. Returns {verdict, meta, row|wait}.
+ * In one step: superseded? rate-limited? another change for this user+app in flight? else active,
+ * counting the attempt (the row, not BullMQ, is the one record of attempts).
  */
 const BEGIN = `${PRELUDE}
 local meta = redis.call('HGET', KEYS[1], '_meta')
@@ -125,7 +126,7 @@ if max > 0 then
   if n > max then return {'limited', meta, tostring((window + 1) * per - now)} end
 end
 redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
-row = patch_row(KEYS[1], ARGV[1], {state = 'active', startedAt = tonumber(ARGV[5]), attempts = tonumber(ARGV[8])})
+row = patch_row(KEYS[1], ARGV[1], {state = 'active', startedAt = tonumber(ARGV[5]), attempts = (row.attempts or 0) + 1})
 return {'ok', meta, cjson.encode(row)}
 `;
 
@@ -299,7 +300,6 @@ export class StatusStore {
     lockTtlMs: number;
     now: number;
     rateLimit?: { max: number; per: number } | undefined;
-    attempt: number;
   }): Promise<BeginVerdict> {
     const [verdict, meta, third] = await this.redis.rippleBegin(
       this.eventKey(args.eventId),
@@ -313,7 +313,6 @@ export class StatusStore {
       args.now,
       args.rateLimit?.max ?? 0,
       args.rateLimit?.per ?? 0,
-      args.attempt,
     );
     if (verdict === 'gone' || !meta || !third) return { verdict: 'gone' };
     const parsed = JSON.parse(meta) as EventMeta;

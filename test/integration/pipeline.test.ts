@@ -108,7 +108,7 @@ describe('webhook delivery', () => {
     expect(row.lastError).toContain('HTTP 422');
     expect(row.lastError).toContain('unknown user alice');
     const dead = await t.ripple.engine.queues.delivery.get('webhook')?.getFailed();
-    expect(dead?.map((j) => j.id)).toContain(`${id}.picky`);
+    expect(dead?.map((j) => [j.name, j.data.eventId])).toContainEqual(['picky', id]);
 
     refuse = false;
     const retry = await t.http.inject({
