@@ -25,3 +25,6 @@ async function main() {
   process.send?.({ address });
 }
 void main();
+process.on('message', (m) => {
+  if (m === 'exit') process.exit(0);
+});

@@ -4,6 +4,7 @@
  *
  *   npm run bench                       # full size (10,000 users × 10 apps)
  *   BENCH_USERS=1000 npm run bench      # smaller
+ *   BENCH_ONLY=fanout,memory npm run bench   # some of fanout, ingest, lateness, memory
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -25,6 +26,7 @@ const APPS = Number(process.env.BENCH_APPS ?? 10);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 100);
 const LATENESS_JOBS = Number(process.env.BENCH_LATENESS_JOBS ?? 10_000);
 const INGEST_SECONDS = Number(process.env.BENCH_INGEST_SECONDS ?? 10);
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'fanout,ingest,lateness,memory').split(','));
 const here = import.meta.dirname;
 
 const log = (msg: string) => console.log(`[bench] ${msg}`);
@@ -282,45 +284,51 @@ async function main() {
   const target = `http://127.0.0.1:${receiver.info.port}/hook`;
   const out: Record<string, number> = {};
   try {
-    log(`fan-out: ${USERS} users × ${APPS} apps, concurrency ${CONCURRENCY}`);
-    const base = await baselineFanout(redis.url, target, USERS * APPS);
-    log(`  raw BullMQ: ${base.toFixed(0)} POSTs/s`);
-    const { rate, ripple } = await rippleFanout(redis.url, target);
-    await ripple.close();
-    log(`  Ripple:     ${rate.toFixed(0)} app deliveries/s`);
-    out.fanoutRatio = rate / base;
-
-    log(`ingest: autocannon, 50 connections, ${INGEST_SECONDS}s each`);
-    const bare = await child('http-servers.ts', ['bare']);
-    const bareRate = await ingestRate(String(bare.info.address));
-    bare.proc.kill();
-    const configDir = writeConfig([webhookApp('app-0', target)]);
-    const api = await child('http-servers.ts', ['ripple', redis.url, configDir, `ri${randomUUID().slice(0, 6)}`]);
-    const rippleRate = await ingestRate(String(api.info.address));
-    api.proc.kill();
-    log(`  bare fastify: ${bareRate.toFixed(0)} req/s; Ripple POST /v1/events: ${rippleRate.toFixed(0)} events/s`);
-    out.ingestRatio = rippleRate / bareRate;
-
-    log(`lateness: ${LATENESS_JOBS} app jobs due at one instant`);
-    const late = await lateness(redis.url, target);
-    log(
-      `  p99 start − due: Ripple ${late.ripple} ms over ${late.jobs} jobs; raw BullMQ delayed jobs ${late.baseline} ms`,
-    );
-    out.latenessP99Ms = late.ripple;
-    out.baselineLatenessP99Ms = late.baseline;
-
-    log('memory: 2,000 events × apps pending with delay 1h');
-    const mem = await memory(redis.url, target);
-    log(
-      `  Ripple ${mem.ripple.toFixed(0)} B per pending app job (${mem.pending} jobs, status included); raw BullMQ ${mem.baseline.toFixed(0)} B`,
-    );
-    out.redisBytesPerPendingJob = Math.round(mem.ripple);
-    out.baselineBytesPerPendingJob = Math.round(mem.baseline);
+    if (ONLY.has('fanout')) {
+      log(`fan-out: ${USERS} users × ${APPS} apps, concurrency ${CONCURRENCY}`);
+      const base = await baselineFanout(redis.url, target, USERS * APPS);
+      log(`  raw BullMQ: ${base.toFixed(0)} POSTs/s`);
+      const { rate, ripple } = await rippleFanout(redis.url, target);
+      await ripple.close();
+      log(`  Ripple:     ${rate.toFixed(0)} app deliveries/s`);
+      out.fanoutRatio = rate / base;
+    }
+    if (ONLY.has('ingest')) {
+      log(`ingest: autocannon, 50 connections, ${INGEST_SECONDS}s each`);
+      const bare = await child('http-servers.ts', ['bare']);
+      const bareRate = await ingestRate(String(bare.info.address));
+      bare.proc.kill();
+      const configDir = writeConfig([webhookApp('app-0', target)]);
+      const api = await child('http-servers.ts', ['ripple', redis.url, configDir, `ri${randomUUID().slice(0, 6)}`]);
+      const rippleRate = await ingestRate(String(api.info.address));
+      api.proc.kill();
+      log(`  bare fastify: ${bareRate.toFixed(0)} req/s; Ripple POST /v1/events: ${rippleRate.toFixed(0)} events/s`);
+      out.ingestRatio = rippleRate / bareRate;
+    }
+    if (ONLY.has('lateness')) {
+      log(`lateness: ${LATENESS_JOBS} app jobs due at one instant`);
+      const late = await lateness(redis.url, target);
+      log(
+        `  p99 start − due: Ripple ${late.ripple} ms over ${late.jobs} jobs; raw BullMQ delayed jobs ${late.baseline} ms`,
+      );
+      out.latenessP99Ms = late.ripple;
+      out.baselineLatenessP99Ms = late.baseline;
+    }
+    if (ONLY.has('memory')) {
+      log('memory: 2,000 events × apps pending with delay 1h');
+      const mem = await memory(redis.url, target);
+      log(
+        `  Ripple ${mem.ripple.toFixed(0)} B per pending app job (${mem.pending} jobs, status included); raw BullMQ ${mem.baseline.toFixed(0)} B`,
+      );
+      out.redisBytesPerPendingJob = Math.round(mem.ripple);
+      out.baselineBytesPerPendingJob = Math.round(mem.baseline);
+    }
   } finally {
     receiver.proc.kill();
     await redis.stop();
   }
-  for (const k of ['fanoutRatio', 'ingestRatio'] as const) out[k] = Math.round((out[k] ?? 0) * 1000) / 1000;
+  for (const k of ['fanoutRatio', 'ingestRatio'] as const)
+    if (k in out) out[k] = Math.round((out[k] ?? 0) * 1000) / 1000;
   console.log(JSON.stringify(out));
 }
 

@@ -145,6 +145,21 @@ export class Ripple {
     this.delivery ??= startDeliveryWorkers(this.engine, this.targets, kinds);
   }
 
+  /** Runs each app's probe (reachable and correctly configured, changing nothing), `timeoutMs` each. */
+  async probe(appIds: string[] = [...this.targets.keys()], timeoutMs = 10_000) {
+    return Promise.all(
+      appIds.map(async (app) => {
+        const target = this.targets.get(app);
+        if (!target) return { app, ok: false, detail: 'no such enabled app' };
+        try {
+          return { app, ...(await target.probe(AbortSignal.timeout(timeoutMs))) };
+        } catch (err) {
+          return { app, ok: false, detail: errorMessage(err) };
+        }
+      }),
+    );
+  }
+
   /** Stops HTTP first, lets deliveries drain for `workers.drainTimeout`, then closes Redis. */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -6,6 +6,7 @@ import { formatDuration } from '../config/duration.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { AppConfig } from '../config/types.js';
 import { ConfigErrors, errorMessage, RippleError } from '../errors.js';
+import { createLogger } from '../log.js';
 import { planPropagation } from '../planner/plan.js';
 import { Ripple } from '../ripple.js';
 
@@ -17,6 +18,7 @@ usage:
   ripple worker [--kind K]...          delivery workers (all kinds in use, or the given ones)
                 [--metrics-port P]     also serve /healthz, /readyz and /metrics on P
   ripple config check                  validate the config directory and list the apps
+  ripple probe [--app ID]...           check each enabled app is reachable and configured (changes nothing)
   ripple plan --user NAME [--groups a,b] [--at ISO-TIME]
                                        dry run: which apps act, in what order, when (no Redis)
   ripple emit --user NAME [--id ID] [--email E] [--groups a,b] [--source S]
@@ -53,6 +55,8 @@ async function main(argv: string[]): Promise<number> {
       return configCheck();
     case 'plan':
       return plan(rest);
+    case 'probe':
+      return probe(rest);
     case 'emit':
       return emit(rest);
     case undefined:
@@ -139,6 +143,23 @@ function configCheck(): number {
   }
   console.log(table(rows));
   return 0;
+}
+
+async function probe(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { app: { type: 'string', multiple: true } } });
+  const ripple = await Ripple.open({
+    configDir: configDir(),
+    redisUrl: env.REDIS_URL || undefined,
+    log: createLogger({ level: env.LOG_LEVEL ?? 'warn' }),
+  });
+  try {
+    const results = await ripple.probe(values.app?.length ? values.app : undefined);
+    if (results.length === 0) console.log('no enabled app to probe');
+    else console.log(table([['APP', 'OK', 'DETAIL'], ...results.map((r) => [r.app, r.ok ? 'yes' : 'NO', r.detail])]));
+    return results.every((r) => r.ok) ? 0 : 1;
+  } finally {
+    await ripple.close();
+  }
 }
 
 function plan(args: string[]): number {

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { DelayedError, type Job, UnrecoverableError, Worker } from 'bullmq';
 import { formatDuration } from '../config/duration.js';
 import { DeliveryError, errorMessage, TransientDeliveryError } from '../errors.js';
@@ -26,6 +27,8 @@ export interface DeliveryRuntime {
 /** One BullMQ worker per target kind, each running the kind's adapter for its apps. */
 export function startDeliveryWorkers(engine: Engine, targets: Map<string, Target>, kinds: string[]): DeliveryRuntime {
   const shutdown = new AbortController();
+  // Every active delivery listens for shutdown: as many listeners as the concurrency.
+  setMaxListeners(0, shutdown.signal);
   const workers = kinds.map((kind) => {
     const concurrency = engine.config.service.workers.concurrency[kind] ?? adapterFor(kind).concurrency;
     const worker = new Worker<DeliveryJob>(
@@ -109,8 +112,8 @@ async function processDelivery(
   engine.metrics.lateness.observe({ kind: app.kind }, Math.max(0, startedAt - activeRow.dueAt) / 1000);
   logTransition(engine, eventId, appId, activeRow);
 
-  const timeout = AbortSignal.timeout(app.timeout);
-  const signal = AbortSignal.any([timeout, shutdown]);
+  const deadline = abortAfter(app.timeout, shutdown);
+  const { signal } = deadline;
   const ctx: DeliveryContext = {
     app,
     event: {
@@ -124,7 +127,9 @@ async function processDelivery(
     action: app.action,
     attempt,
     signal,
-    log: engine.log.child({ eventId, app: appId, kind: app.kind }),
+    get log() {
+      return engine.log.child({ eventId, app: appId, kind: app.kind });
+    },
     credential: () => engine.vault.get(eventId),
     services: engine.services,
   };
@@ -134,11 +139,13 @@ async function processDelivery(
     result = await raceAbort(target.deliver(ctx), signal);
   } catch (raw) {
     endTimer();
-    const err = classify(raw, timeout, app.timeout);
+    deadline.clear();
+    const err = classify(raw, deadline.timedOut(), app.timeout);
     await onFailure(engine, job, token, app.kind, appId, username, jobId, attempt, err);
     return; // unreachable: onFailure throws
   }
   endTimer();
+  deadline.clear();
   const row = await engine.store.finish(eventId, appId, username, jobId, {
     state: result.outcome,
     finishedAt: Date.now(),
@@ -150,6 +157,31 @@ async function processDelivery(
   if (row) logTransition(engine, eventId, appId, row);
   await releaseDependents(engine, eventId, appId, username);
   if (adapterFor(app.kind).needsCredential) await settleCredential(engine, eventId);
+}
+
+/**
+ * One AbortController per delivery, aborted at the app's timeout or on shutdown. (Cheaper than
+ * AbortSignal.timeout + AbortSignal.any, which on Node 20 cost two transferable signals per job
+ * and keep them alive until GC.)
+ */
+function abortAfter(ms: number, shutdown: AbortSignal) {
+  const controller = new AbortController();
+  let timedOut = false;
+  const onShutdown = () => controller.abort(shutdown.reason);
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort(new Error(`timed out after ${ms} ms`));
+  }, ms);
+  if (shutdown.aborted) onShutdown();
+  else shutdown.addEventListener('abort', onShutdown, { once: true });
+  return {
+    signal: controller.signal,
+    timedOut: () => timedOut,
+    clear() {
+      clearTimeout(timer);
+      shutdown.removeEventListener('abort', onShutdown);
+    },
+  };
 }
 
 /** An adapter that ignores its signal must not hold the worker past the timeout. */
@@ -171,8 +203,8 @@ function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-function classify(raw: unknown, timeout: AbortSignal, timeoutMs: number): DeliveryError {
-  if (timeout.aborted) {
+function classify(raw: unknown, timedOut: boolean, timeoutMs: number): DeliveryError {
+  if (timedOut) {
     return new TransientDeliveryError('TIMEOUT', `no answer within ${formatDuration(timeoutMs)}`, { cause: raw });
   }
   if (raw instanceof DeliveryError) return raw;

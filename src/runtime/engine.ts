@@ -51,6 +51,7 @@ export function createTargets(apps: Iterable<AppConfig>, services: EngineService
 /** Logs one line per app state change: eventId, app, kind and state, plus what explains it. */
 export function logTransition(engine: Engine, eventId: string, app: string, row: AppRow, extra?: object): void {
   const level = row.state === 'failed' ? 'warn' : 'info';
+  if (!engine.log.isLevelEnabled(level)) return;
   engine.log[level](
     {
       eventId,

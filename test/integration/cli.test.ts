@@ -2,6 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
+import { freePort } from '../../src/util/server-process.js';
 import { runCli } from '../support/cli.js';
 import { ADMIN_TOKEN, startReceiver, startRipple, startTestRedis, webhookApp, writeConfig } from '../support/ripple.js';
 
@@ -104,6 +105,34 @@ describe('ripple emit', () => {
       expect(view.json()).toMatchObject({ latestEventId: eventId, apps: [{ app: 'audit', state: 'done' }] });
     } finally {
       await t.close();
+      await rx.close();
+    }
+  });
+});
+
+describe('ripple probe', () => {
+  let redis: EmbeddedRedis;
+  beforeAll(async () => {
+    redis = await startTestRedis();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it('reports each enabled app as reachable or not, and exits 1 when one is not', async () => {
+    const rx = await startReceiver();
+    try {
+      const closed = await freePort();
+      const dir = writeConfig([webhookApp('alive', rx.url), webhookApp('dead', `http://127.0.0.1:${closed}/hook`)]);
+      const res = await runCli(['probe'], { RIPPLE_CONFIG: dir, REDIS_URL: redis.url });
+      expect(res.stdout).toMatch(/alive\s+yes\s+HEAD http:\/\/127\.0\.0\.1:\d+\/hook → HTTP/);
+      expect(res.stdout).toContain(`http://127.0.0.1:${closed}/hook: ECONNREFUSED`);
+      expect(res.stdout).toMatch(/dead\s+NO\s+/);
+      expect(res.code).toBe(1);
+      const one = await runCli(['probe', '--app', 'alive'], { RIPPLE_CONFIG: dir, REDIS_URL: redis.url });
+      expect(one.code).toBe(0);
+      expect(one.stdout).not.toContain('dead');
+    } finally {
       await rx.close();
     }
   });

@@ -1,55 +1,23 @@
 import { rm } from 'node:fs/promises';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppConfig } from '../../src/config/types.js';
 import { type DeliveryError, PermanentDeliveryError } from '../../src/errors.js';
 import type { DeliveryContext, EngineServices, Target } from '../../src/targets/adapter.js';
-import { type LdapSettings, ldapAdapter } from '../../workers/ldap/index.js';
+import { ldapAdapter } from '../../workers/ldap/index.js';
 import { createCa } from '../support/pki.js';
 import { type Slapd, startSlapd } from '../support/slapd.js';
+import { appConfig, deliveryContext, passwordChange, silentLog } from '../support/targets.js';
 
-const log = pino({ level: 'silent' });
-const services = { log } as unknown as EngineServices;
+const services = { log: silentLog } as unknown as EngineServices;
 
 function ldapTarget(raw: Record<string, unknown>): Target {
-  const settings = ldapAdapter.settings({ configDir: process.cwd() }).parse(raw);
-  const app = {
-    id: 'corp-ldap',
-    name: 'Corp LDAP',
-    kind: 'ldap',
-    category: 'credential',
-    enabled: true,
-    assign: 'all',
-    action: 'refresh',
-    delay: 0,
-    jitter: 0,
-    after: [],
-    retry: { attempts: 3, backoff: 100, maxBackoff: 1000 },
-    timeout: 5_000,
-    settings,
-    file: 'corp-ldap.yaml',
-  } satisfies AppConfig<LdapSettings>;
-  return ldapAdapter.create(app, services);
+  return ldapAdapter.create(appConfig(ldapAdapter, 'corp-ldap', raw, 'refresh', { timeout: 5_000 }), services);
 }
 
 function ctx(username: string, password: string): DeliveryContext {
-  return {
-    app: {} as AppConfig,
-    event: {
-      id: `evt-${username}`,
-      type: 'password.changed',
-      occurredAt: new Date().toISOString(),
-      receivedAt: new Date().toISOString(),
-      source: 'test',
-      user: { id: `id-${username}`, username, groups: [] },
-    },
-    action: 'refresh',
-    attempt: 1,
-    signal: AbortSignal.timeout(5_000),
-    log,
-    credential: async () => password,
-    services,
-  };
+  return deliveryContext({ timeout: 5_000, action: 'refresh' } as AppConfig, passwordChange({ username }), services, {
+    password,
+  });
 }
 
 describe('kind: ldap over TLS, with certificate verification', () => {

@@ -1,64 +1,24 @@
 import { type AddressInfo, createServer } from 'node:net';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppConfig } from '../../src/config/types.js';
-import { DeliveryError, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
+import { PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
 import type { DeliveryContext, EngineServices, Target } from '../../src/targets/adapter.js';
-import { type LdapSettings, ldapAdapter } from '../../workers/ldap/index.js';
+import { ldapAdapter } from '../../workers/ldap/index.js';
 import { type Slapd, startSlapd } from '../support/slapd.js';
+import { appConfig, deliveryContext, deliveryFailure, passwordChange, silentLog } from '../support/targets.js';
 
-const log = pino({ level: 'silent' });
-const services = { log } as unknown as EngineServices;
+const services = { log: silentLog } as unknown as EngineServices;
 
 function ldapTarget(raw: Record<string, unknown>, timeout = 5_000): Target {
-  const settings = ldapAdapter.settings({ configDir: process.cwd() }).parse(raw);
-  const app: AppConfig<LdapSettings> = {
-    id: 'corp-ldap',
-    name: 'Corp LDAP',
-    kind: 'ldap',
-    category: 'credential',
-    enabled: true,
-    assign: 'all',
-    action: 'refresh',
-    delay: 0,
-    jitter: 0,
-    after: [],
-    retry: { attempts: 3, backoff: 100, maxBackoff: 1000 },
-    timeout,
-    settings,
-    file: 'corp-ldap.yaml',
-  };
-  return ldapAdapter.create(app, services);
+  return ldapAdapter.create(appConfig(ldapAdapter, 'corp-ldap', raw, 'refresh', { timeout }), services);
 }
 
 function ctx(username: string, password: string | undefined, timeout = 5_000): DeliveryContext {
-  return {
-    app: {} as AppConfig,
-    event: {
-      id: `evt-${username}-${Date.now()}`,
-      type: 'password.changed',
-      occurredAt: new Date().toISOString(),
-      receivedAt: new Date().toISOString(),
-      source: 'test',
-      user: { id: `id-${username}`, username, email: `${username}@example.org`, groups: [] },
-    },
-    action: 'refresh',
-    attempt: 1,
-    signal: AbortSignal.timeout(timeout),
-    log,
-    credential: async () => password,
-    services,
-  };
+  const app = { timeout, action: 'refresh' } as AppConfig;
+  return deliveryContext(app, passwordChange({ username, email: `${username}@example.org` }), services, { password });
 }
 
-async function deliveryError(p: Promise<unknown>): Promise<DeliveryError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err, 'delivery should have failed').toBeInstanceOf(DeliveryError);
-  return err as DeliveryError;
-}
+const deliveryError = deliveryFailure;
 
 describe('kind: ldap against a real slapd', () => {
   let slapd: Slapd;

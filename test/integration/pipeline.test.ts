@@ -150,6 +150,25 @@ describe('webhook delivery', () => {
   });
 });
 
+describe('rate limit', () => {
+  it('delivers at most rateLimit.max per window to an app, delaying the rest without spending attempts', async () => {
+    const rx = await receiver();
+    const t = await ripple({ apps: [webhookApp('limited', rx.url, { rateLimit: { max: 2, per: '1s' } })] });
+    const ids = [];
+    for (let i = 0; i < 6; i++) ids.push(String((await t.send(passwordChanged(`rate${i}`))).json.eventId));
+    const rows = [];
+    for (const id of ids) rows.push(appOf(await t.waitForEvent(id, ['done'], 10_000), 'limited'));
+    const perWindow = new Map<number, number>();
+    for (const row of rows) {
+      const w = Math.floor(Date.parse(row.startedAt) / 1000);
+      perWindow.set(w, (perWindow.get(w) ?? 0) + 1);
+    }
+    expect(Math.max(...perWindow.values())).toBeLessThanOrEqual(2);
+    expect(perWindow.size).toBeGreaterThanOrEqual(3);
+    expect(rows.every((r) => r.attempts === 1)).toBe(true);
+  });
+});
+
 describe('dependencies', () => {
   it('runs B after A, and C only after both A and B succeeded', async () => {
     const rx = await receiver(async (req, _n, res) => {

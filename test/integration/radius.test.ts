@@ -1,71 +1,34 @@
 import { createSocket } from 'node:dgram';
-import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AppConfig } from '../../src/config/types.js';
-import { DeliveryError, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
+import { PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
 import type { Action, DeliveryContext, EngineServices, Target } from '../../src/targets/adapter.js';
 import { freePort } from '../../src/util/server-process.js';
 import { ldapAdapter } from '../../workers/ldap/index.js';
 import { accessRequest, radiusAdapter } from '../../workers/radius/index.js';
 import { type Freeradius, type FreeradiusOptions, startFreeradius } from '../support/freeradius.js';
 import { type Slapd, startSlapd } from '../support/slapd.js';
+import { appConfig, deliveryContext, deliveryFailure, passwordChange, silentLog } from '../support/targets.js';
 
-const log = pino({ level: 'silent' });
-const services = { log } as unknown as EngineServices;
+const services = { log: silentLog } as unknown as EngineServices;
 const SECRET = 'nas-secret-for-tests';
 
-function app<S>(kind: string, settings: S, action: Action): AppConfig<S> {
-  return {
-    id: `test-${kind}`,
-    name: kind,
-    kind,
-    category: 'credential',
-    enabled: true,
-    assign: 'all',
-    action,
-    delay: 0,
-    jitter: 0,
-    after: [],
-    retry: { attempts: 3, backoff: 100, maxBackoff: 1000 },
-    timeout: 10_000,
-    settings,
-    file: `${kind}.yaml`,
-  };
+function radiusTarget(raw: Record<string, unknown>, action: Action = 'revoke'): Target {
+  return radiusAdapter.create(appConfig(radiusAdapter, 'test-radius', raw, action), services);
 }
 
-function radiusTarget(raw: Record<string, unknown>, action: Action = 'revoke'): Target {
-  const settings = radiusAdapter.settings({ configDir: process.cwd() }).parse(raw);
-  return radiusAdapter.create(app('radius', settings, action), services);
+function ldapTarget(raw: Record<string, unknown>): Target {
+  return ldapAdapter.create(appConfig(ldapAdapter, 'test-ldap', raw, 'refresh'), services);
 }
 
 function ctx(username: string, action: Action, password?: string): DeliveryContext {
-  return {
-    app: {} as AppConfig,
-    event: {
-      id: `evt-${username}-${Date.now()}`,
-      type: 'password.changed',
-      occurredAt: new Date().toISOString(),
-      receivedAt: new Date().toISOString(),
-      source: 'test',
-      user: { id: `id-${username}`, username, groups: [] },
-    },
+  return deliveryContext({ timeout: 10_000, action } as AppConfig, passwordChange({ username }), services, {
     action,
-    attempt: 1,
-    signal: AbortSignal.timeout(10_000),
-    log,
-    credential: async () => password,
-    services,
-  };
+    password,
+  });
 }
 
-async function failure(p: Promise<unknown>): Promise<DeliveryError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err, 'delivery should have failed').toBeInstanceOf(DeliveryError);
-  return err as DeliveryError;
-}
+const failure = deliveryFailure;
 
 describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () => {
   let slapd: Slapd;
@@ -97,13 +60,12 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
     const peer = { host: '127.0.0.1', port: radius.authPort, secret: SECRET };
     expect((await accessRequest(peer, 'alice', 'alice-old')).result).toBe('accept');
 
-    const ldapSettings = ldapAdapter.settings({ configDir: process.cwd() }).parse({
+    const ldap = ldapTarget({
       url: slapd.url,
       bindDN: slapd.rootDN,
       bindPassword: slapd.rootPassword,
       userDN: `uid={username},${slapd.peopleDN}`,
     });
-    const ldap = ldapAdapter.create(app('ldap', ldapSettings, 'refresh'), services);
     expect((await ldap.deliver(ctx('alice', 'refresh', 'alice-new'))).outcome).toBe('done');
 
     const fresh = await accessRequest(peer, 'alice', 'alice-new');

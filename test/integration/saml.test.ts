@@ -65,7 +65,7 @@ function setup(settings: Record<string, unknown> = {}) {
       ...settings,
     },
     'revoke',
-    dir,
+    { configDir: dir },
   );
   return { store, services, app, target: samlAdapter.create(app, services) };
 }
@@ -355,17 +355,19 @@ describe('kind: saml against a samlify service provider over SOAP', () => {
   });
 
   it('refuses bad settings at config load and start-up', () => {
-    expect(() => appConfig(samlAdapter, 'x', { sp: { metadata: './missing.xml' } }, 'revoke', dir)).toThrow(
-      /cannot read/,
+    expect(() =>
+      appConfig(samlAdapter, 'x', { sp: { metadata: './missing.xml' } }, 'revoke', { configDir: dir }),
+    ).toThrow(/cannot read/);
+    expect(() => appConfig(samlAdapter, 'x', { sp: { entityID: 'e' } }, 'revoke', { configDir: dir })).toThrow(
+      /entityID and sloUrl/,
     );
-    expect(() => appConfig(samlAdapter, 'x', { sp: { entityID: 'e' } }, 'revoke', dir)).toThrow(/entityID and sloUrl/);
     expect(() =>
       appConfig(
         samlAdapter,
         'x',
         { sp: { metadata: './sp-metadata.xml', binding: 'post' }, nameId: { value: '{mail}' } },
         'revoke',
-        dir,
+        { configDir: dir },
       ),
     ).toThrow(/unknown placeholder \{mail\}/);
     const { services, app } = setup();

@@ -35,8 +35,10 @@ export function runCli(
 export function spawnRipple(
   args: string[],
   env: NodeJS.ProcessEnv,
+  opts: { cwd?: string } = {},
 ): Promise<{ child: ChildProcess; output: () => string }> {
   const child = spawn(process.execPath, [RIPPLE_BIN, ...args], {
+    cwd: opts.cwd,
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

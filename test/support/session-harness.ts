@@ -4,23 +4,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
-import { pino } from 'pino';
 import { serviceSchema } from '../../src/config/schema.js';
-import type { AppConfig } from '../../src/config/types.js';
 import { type EmbeddedRedis, startEmbeddedRedis } from '../../src/redis/embedded.js';
 import { SessionStore } from '../../src/sessions/store.js';
 import { loadSigningKeys, type SigningKeys, signingRoutes, signingSchema } from '../../src/signing/index.js';
-import type {
-  Action,
-  DeliveryContext,
-  EngineServices,
-  PasswordChange,
-  TargetAdapter,
-} from '../../src/targets/adapter.js';
 import { freePort } from '../../src/util/server-process.js';
-import { Vault } from '../../src/vault/vault.js';
 
-export const silentLog = pino({ level: 'silent' });
+export { appConfig, deliveryContext, passwordChange, silentLog } from './targets.js';
+
+import { Vault } from '../../src/vault/vault.js';
 
 /** A fresh RSA + EC key pair set, as ripple.yaml would name them (inline PEM). */
 export function testSigningKeys(): SigningKeys {
@@ -88,63 +80,4 @@ export function serviceConfig(issuer: string) {
     vault: { key: randomBytes(32).toString('base64') },
     issuer,
   });
-}
-
-/** An app as the config loader would hand it to `create`, from the kind's own settings schema. */
-export function appConfig<S>(
-  adapter: TargetAdapter<string, S>,
-  id: string,
-  settings: unknown,
-  action: Action = 'revoke',
-  configDir = process.cwd(),
-): AppConfig<S> {
-  return {
-    id,
-    name: id,
-    kind: adapter.kind,
-    category: adapter.category,
-    enabled: true,
-    assign: 'all',
-    action,
-    delay: 0,
-    jitter: 0,
-    after: [],
-    retry: { attempts: 3, backoff: 1000, maxBackoff: 10_000 },
-    timeout: 10_000,
-    settings: adapter.settings({ configDir }).parse(settings),
-    file: join(configDir, 'apps', `${id}.yaml`),
-  };
-}
-
-export function passwordChange(
-  user: Partial<PasswordChange['user']> & { username: string },
-  occurredAt: Date,
-): PasswordChange {
-  return {
-    id: `evt-${randomBytes(6).toString('hex')}`,
-    type: 'password.changed',
-    occurredAt: occurredAt.toISOString(),
-    receivedAt: new Date().toISOString(),
-    source: 'user-portal',
-    user: { id: `u-${user.username}`, groups: [], ...user },
-  };
-}
-
-/** The DeliveryContext a worker would build for one job. */
-export function deliveryContext<S>(
-  app: AppConfig<S>,
-  event: PasswordChange,
-  services: EngineServices,
-  action: Action = app.action,
-): DeliveryContext {
-  return {
-    app: app as AppConfig,
-    event,
-    action,
-    attempt: 1,
-    signal: AbortSignal.timeout(app.timeout),
-    log: silentLog,
-    credential: async () => undefined,
-    services,
-  };
 }

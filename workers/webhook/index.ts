@@ -100,6 +100,6 @@ export const webhookAdapter: TargetAdapter<'webhook', WebhookSettings> = {
 function describeFetchError(err: unknown): string {
   if (err instanceof Error && err.name === 'TimeoutError') return 'timed out';
   if (err instanceof Error && err.name === 'AbortError') return 'aborted (timeout or shutdown)';
-  const cause = err instanceof Error ? (err.cause as { code?: string } | undefined) : undefined;
-  return cause?.code ?? errorMessage(err);
+  const cause = err instanceof Error ? (err.cause as { code?: string; message?: string } | undefined) : undefined;
+  return cause?.code ?? cause?.message ?? errorMessage(err);
 }
