@@ -1,5 +1,5 @@
 import { type JobsOptions, Worker } from 'bullmq';
-import { adapterFor, type Engine, logTransition, settleCredential } from '../runtime/engine.js';
+import { adapterFor, type Engine, logTransition, settleCredential, skipDependents } from '../runtime/engine.js';
 import { type DeliveryJob, deliveryJobId, EVENTS_QUEUE, type PlanJob } from '../runtime/queues.js';
 import type { AppRow } from '../status/model.js';
 import { planPropagation } from './plan.js';
@@ -84,6 +84,8 @@ async function supersede(engine: Engine, oldEventId: string, appId: string, byEv
   if (!row) return;
   logTransition(engine, oldEventId, appId, row);
   engine.metrics.appJobs.inc({ kind: row.kind, app: appId, outcome: 'superseded' });
+  // Its dependents in the older event that the newer one does not cover would otherwise wait forever.
+  await skipDependents(engine, oldEventId, appId, `${appId} was superseded by ${byEventId}`);
   // Best effort: if the job is running or gone, the delivery gate sees the newer event anyway.
   await engine.queues.delivery
     .get(row.kind)

@@ -5,7 +5,7 @@ import { DeliveryError, errorMessage, TransientDeliveryError } from '../errors.j
 import { enqueueScheduled } from '../planner/planner.js';
 import type { AppRow } from '../status/model.js';
 import type { DeliveryContext, DeliveryResult, Target } from '../targets/adapter.js';
-import { adapterFor, type Engine, logTransition, settleCredential } from './engine.js';
+import { adapterFor, type Engine, logTransition, settleCredential, skipDependents } from './engine.js';
 import { DELIVERY_RETENTION, type DeliveryJob, deliveryJobId, deliveryQueueName } from './queues.js';
 
 /** Kill -9 recovery: a dead worker's job is re-run once its lock lapses and a stalled check sees it. */
@@ -250,23 +250,8 @@ async function onFailure(
   });
   engine.metrics.appJobs.inc({ kind, app: appId, outcome: 'failed' });
   if (row) logTransition(engine, eventId, appId, row);
-  await blockDependents(engine, eventId, appId);
+  await skipDependents(engine, eventId, appId, `${appId} failed`);
   throw new UnrecoverableError(lastError);
-}
-
-/** Every app (transitively) waiting on a dead-lettered one is skipped, and says why. */
-async function blockDependents(engine: Engine, eventId: string, failedApp: string): Promise<void> {
-  for (const dependent of engine.dependents.get(failedApp) ?? []) {
-    const row = await engine.store.patchIf(eventId, dependent, ['waiting'], {
-      state: 'skipped',
-      blockedBy: failedApp,
-      lastError: `not run: ${failedApp} failed`,
-      finishedAt: Date.now(),
-    });
-    if (!row) continue;
-    logTransition(engine, eventId, dependent, row);
-    await blockDependents(engine, eventId, dependent);
-  }
 }
 
 /** Schedules every app that waited on `appId` and now has all its dependencies done. */

@@ -86,3 +86,21 @@ export async function settleCredential(engine: Engine, eventId: string): Promise
   );
   if (!pending) await engine.vault.delete(eventId);
 }
+
+/**
+ * Every app (transitively) waiting on `app` in this event is skipped, saying why (`reason`: the
+ * dependency failed, or was superseded). An operator retry that makes it succeed releases them.
+ */
+export async function skipDependents(engine: Engine, eventId: string, app: string, reason: string): Promise<void> {
+  for (const dependent of engine.dependents.get(app) ?? []) {
+    const row = await engine.store.patchIf(eventId, dependent, ['waiting'], {
+      state: 'skipped',
+      blockedBy: app,
+      lastError: `not run: ${reason}`,
+      finishedAt: Date.now(),
+    });
+    if (!row) continue;
+    logTransition(engine, eventId, dependent, row);
+    await skipDependents(engine, eventId, dependent, reason);
+  }
+}

@@ -239,6 +239,29 @@ describe('supersede', () => {
     expect(JSON.parse(rx.requests[0]?.body ?? '{}').data.eventId).toBe(newer.json.eventId);
   });
 
+  it('skips an app of an older event that waits on a superseded one the newer event does not cover', async () => {
+    const rx = await receiver();
+    const t = await ripple({
+      apps: [
+        webhookApp('app-a', rx.url, { delay: '1s' }),
+        webhookApp('app-b', rx.url, { after: ['app-a'], assign: { groups: ['eng'] } }),
+      ],
+    });
+    const older = await t.send({
+      ...passwordChanged('lena'),
+      occurredAt: new Date(Date.now() - 1000).toISOString(),
+    });
+    // Meanwhile lena left the eng group: the newer change plans app-a only.
+    const newer = await t.send({ ...passwordChanged('lena'), user: { id: 'u-lena', username: 'lena', groups: [] } });
+    const o = await t.waitForEvent(String(older.json.eventId), ['superseded']);
+    expect(appOf(o, 'app-a').state).toBe('superseded');
+    expect(appOf(o, 'app-b')).toMatchObject({
+      state: 'skipped',
+      lastError: `not run: app-a was superseded by ${newer.json.eventId}`,
+    });
+    await t.waitForEvent(String(newer.json.eventId), ['done']);
+  });
+
   it('an older change arriving after a newer one is superseded on arrival', async () => {
     const rx = await receiver();
     const t = await ripple({ apps: [webhookApp('app', rx.url)] });
