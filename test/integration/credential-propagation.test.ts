@@ -116,6 +116,8 @@ describe('a password change through POST /v1/events', () => {
   it('leaves the newest password in LDAP whatever the arrival order, jitter and retries (property test)', async () => {
     const USERS = 12;
     await withRipple([ldapApp({ jitter: '250ms' })], async (t) => {
+      const users = Array.from({ length: USERS }, (_, i) => `prop${i}`);
+      for (const [i, user] of users.entries()) await slapd.addUser(user, `initial-${i}`);
       // Knock the directory over mid-run so some deliveries fail and retry.
       const outage = (async () => {
         await new Promise((r) => setTimeout(r, 150));
@@ -124,9 +126,7 @@ describe('a password change through POST /v1/events', () => {
         await slapd.resume();
       })();
       const runs = [];
-      for (let i = 0; i < USERS; i++) {
-        const user = `prop${i}`;
-        await slapd.addUser(user, `initial-${i}`);
+      for (const user of users) {
         const base = Date.now() - 60_000;
         // Three changes per user, a random arrival order and random gaps between them.
         const changes = [0, 1, 2].map((k) => ({
@@ -155,8 +155,12 @@ describe('a password change through POST /v1/events', () => {
           })(),
         );
       }
-      const results = await Promise.all(runs);
-      await outage;
+      let results: Awaited<(typeof runs)[number]>[];
+      try {
+        results = await Promise.all(runs);
+      } finally {
+        await outage; // never leave slapd paused for the next test
+      }
       for (const r of results) {
         for (const id of r.ids) await t.waitForEvent(id, ['done', 'superseded'], 30_000);
       }
