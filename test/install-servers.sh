@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real servers the test suite starts (Debian/Ubuntu packages), only when missing.
+# Installs the real servers (and the browser) the test suite uses, from Debian/Ubuntu packages, only when missing.
 set -euo pipefail
 
 need=()
@@ -12,6 +12,8 @@ have radclient || need+=(freeradius-utils)
 [ -e /usr/lib/freeradius/rlm_ldap.so ] || need+=(freeradius-ldap)
 have xmlsec1 || need+=(xmlsec1)
 have openssl || need+=(openssl)
+# Debian's Chromium for the dashboard test (driven by playwright-core; never a downloaded browser).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "test servers: all installed"
