@@ -221,11 +221,12 @@ export class StatusStore {
   eventKey(id: string): string {
     return `${this.prefix}:ev:${id}`;
   }
+  /** Usernames compare case-insensitively, as directories do (and as the session registry does). */
   userKey(username: string): string {
-    return `${this.prefix}:user:${username}`;
+    return `${this.prefix}:user:${username.toLowerCase()}`;
   }
   lockKey(app: string, username: string): string {
-    return `${this.prefix}:lock:${app}:${username}`;
+    return `${this.prefix}:lock:${app}:${username.toLowerCase()}`;
   }
   rateKey(app: string): string {
     return `${this.prefix}:rate:${app}`;

@@ -276,6 +276,14 @@ describe('supersede', () => {
       headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
     });
     expect(user.json()).toMatchObject({ latestEventId: newer.json.eventId, apps: [{ app: 'app', state: 'done' }] });
+    // Usernames compare as directories compare them: without case.
+    const upper = await t.send({
+      ...passwordChanged('IVAN'),
+      occurredAt: new Date(Date.now() - 30_000).toISOString(),
+    });
+    expect(appOf(await t.waitForEvent(String(upper.json.eventId), ['superseded']), 'app').supersededBy).toBe(
+      newer.json.eventId,
+    );
   });
 });
 
