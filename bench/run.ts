@@ -43,6 +43,15 @@ function child(script: string, args: string[] = []): Promise<{ proc: ChildProces
   });
 }
 
+/** Redis CPU seconds so far (user + sys), to see how much of a phase's cost is Redis's. */
+async function redisCpu(redisUrl: string): Promise<number> {
+  const r = new Redis(redisUrl);
+  const info = await r.info('cpu');
+  r.disconnect();
+  const get = (k: string) => Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
+  return get('used_cpu_user') + get('used_cpu_sys');
+}
+
 async function received(url: string): Promise<number> {
   const res = await fetch(url);
   return ((await res.json()) as { count: number }).count;
@@ -286,11 +295,17 @@ async function main() {
   try {
     if (ONLY.has('fanout')) {
       log(`fan-out: ${USERS} users × ${APPS} apps, concurrency ${CONCURRENCY}`);
-      const base = await baselineFanout(redis.url, target, USERS * APPS);
-      log(`  raw BullMQ: ${base.toFixed(0)} POSTs/s`);
+      const jobs = USERS * APPS;
+      const c0 = await redisCpu(redis.url);
+      const base = await baselineFanout(redis.url, target, jobs);
+      const c1 = await redisCpu(redis.url);
+      log(`  raw BullMQ: ${base.toFixed(0)} POSTs/s, Redis CPU ${(((c1 - c0) / jobs) * 1e6).toFixed(0)} µs per job`);
       const { rate, ripple } = await rippleFanout(redis.url, target);
+      const c2 = await redisCpu(redis.url);
       await ripple.close();
-      log(`  Ripple:     ${rate.toFixed(0)} app deliveries/s`);
+      log(
+        `  Ripple:     ${rate.toFixed(0)} app deliveries/s, Redis CPU ${(((c2 - c1) / jobs) * 1e6).toFixed(0)} µs per job`,
+      );
       out.fanoutRatio = rate / base;
     }
     if (ONLY.has('ingest')) {
