@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { type ServerProcess, startServerProcess } from '../../src/util/server-process.js';
 
 export const RIPPLE_BIN = join(import.meta.dirname, '..', '..', 'bin', 'ripple.js');
 
@@ -36,28 +37,16 @@ export function spawnRipple(
   args: string[],
   env: NodeJS.ProcessEnv,
   opts: { cwd?: string } = {},
-): Promise<{ child: ChildProcess; output: () => string }> {
-  const child = spawn(process.execPath, [RIPPLE_BIN, ...args], {
-    cwd: opts.cwd,
+): Promise<ServerProcess> {
+  return startServerProcess({
+    name: `ripple ${args.join(' ')}`,
+    command: process.execPath,
+    args: [RIPPLE_BIN, ...args],
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`ripple ${args.join(' ')} did not start:\n${out}`)), 20_000);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      if (/is up/.test(out)) {
-        clearTimeout(timer);
-        resolve({ child, output: () => out });
-      }
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`ripple ${args.join(' ')} exited with ${code}:\n${out}`));
-    });
+    ready: /is up/,
+    installHint: 'npm ci',
+    timeoutMs: 20_000,
   });
 }
 
