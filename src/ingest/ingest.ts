@@ -101,13 +101,11 @@ export async function ingestEvent(
     bodyHash: createHash('sha256').update(raw).digest('hex'),
     hasCredential: body.credential !== undefined,
   };
-  const created = await engine.store.createEvent(meta);
+  const sealed = body.credential ? engine.vault.sealFor(eventId, body.credential.password) : undefined;
+  const created = await engine.store.createEvent(meta, sealed);
   if (created === 'conflict') {
     engine.metrics.eventsReceived.inc({ outcome: 'conflict' });
     return refuse(409, 'event_id_conflict', `event ${eventId} was already received with a different body`);
-  }
-  if (body.credential && (created === 'created' || (await needsCredentialAgain(engine, eventId)))) {
-    await engine.vault.put(eventId, body.credential.password);
   }
   // The deterministic job id makes this a no-op when the first attempt got this far.
   await engine.queues.events.add('plan', { eventId }, { jobId: planJobId(eventId) });
@@ -125,10 +123,4 @@ export function statusUrl(engine: Engine, eventId: string): string {
   const path = `/v1/events/${encodeURIComponent(eventId)}`;
   const issuer = engine.config.service.issuer;
   return issuer ? new URL(path, issuer).toString() : path;
-}
-
-/** A retry of an event whose first attempt crashed before sealing its credential (never after planning). */
-async function needsCredentialAgain(engine: Engine, eventId: string): Promise<boolean> {
-  const stored = await engine.store.getEvent(eventId);
-  return !stored?.meta.planned && !(await engine.vault.has(eventId));
 }

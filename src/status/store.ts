@@ -20,15 +20,23 @@ local function state_in(state, list)
 end
 `;
 
-/** Creates the event record unless it exists: returns created | same | conflict. */
+/**
+ * Creates the event record unless it exists, and seals its credential in the same step:
+ * returns created | same | conflict. KEYS: event, vault entry. ARGV: meta, body hash, retention,
+ * sealed credential or '', vault ttl. A retry of an event whose plan has not run yet restores a
+ * missing credential; after planning, a wiped credential stays wiped.
+ */
 const CREATE_EVENT = `
 local existing = redis.call('HGET', KEYS[1], '_meta')
 if existing then
-  if cjson.decode(existing).bodyHash == ARGV[2] then return 'same' end
-  return 'conflict'
+  local meta = cjson.decode(existing)
+  if meta.bodyHash ~= ARGV[2] then return 'conflict' end
+  if ARGV[4] ~= '' and not meta.planned then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5], 'NX') end
+  return 'same'
 end
 redis.call('HSET', KEYS[1], '_meta', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
 return 'created'
 `;
 
@@ -161,7 +169,15 @@ return cjson.encode(row)
 type Ok = string | null;
 
 interface Scripts {
-  rippleCreateEvent(key: string, meta: string, hash: string, ttl: number): Promise<'created' | 'same' | 'conflict'>;
+  rippleCreateEvent(
+    key: string,
+    vaultKey: string,
+    meta: string,
+    hash: string,
+    ttl: number,
+    sealed: string,
+    vaultTtl: number,
+  ): Promise<'created' | 'same' | 'conflict'>;
   rippleClaimLatest(key: string, id: string, at: number, ttl: number, ...apps: string[]): Promise<string[]>;
   rippleWritePlan(key: string, supersededBy: string, ...fieldsAndRows: string[]): Promise<number>;
   ripplePatchIf(key: string, app: string, states: string, patch: string): Promise<Ok>;
@@ -207,7 +223,7 @@ export class StatusStore {
   ) {
     const r = redis as Redis & Scripts;
     if (typeof r.rippleBegin !== 'function') {
-      redis.defineCommand('rippleCreateEvent', { numberOfKeys: 1, lua: CREATE_EVENT });
+      redis.defineCommand('rippleCreateEvent', { numberOfKeys: 2, lua: CREATE_EVENT });
       redis.defineCommand('rippleClaimLatest', { numberOfKeys: 1, lua: CLAIM_LATEST });
       redis.defineCommand('rippleWritePlan', { numberOfKeys: 1, lua: WRITE_PLAN });
       redis.defineCommand('ripplePatchIf', { numberOfKeys: 1, lua: PATCH_IF });
@@ -232,8 +248,20 @@ export class StatusStore {
     return `${this.prefix}:rate:${app}`;
   }
 
-  createEvent(meta: EventMeta): Promise<'created' | 'same' | 'conflict'> {
-    return this.redis.rippleCreateEvent(this.eventKey(meta.id), JSON.stringify(meta), meta.bodyHash, this.retentionMs);
+  /** Records the event and, atomically with it, its sealed credential (see Vault.sealFor). */
+  createEvent(
+    meta: EventMeta,
+    credential: { key: string; sealed: string; ttlMs: number } | undefined,
+  ): Promise<'created' | 'same' | 'conflict'> {
+    return this.redis.rippleCreateEvent(
+      this.eventKey(meta.id),
+      credential?.key ?? `${this.prefix}:vault:${meta.id}`,
+      JSON.stringify(meta),
+      meta.bodyHash,
+      this.retentionMs,
+      credential?.sealed ?? '',
+      Math.round(credential?.ttlMs ?? 0),
+    );
   }
 
   async getEvent(id: string): Promise<{ meta: EventMeta; rows: Record<string, AppRow> } | undefined> {

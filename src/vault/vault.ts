@@ -27,6 +27,11 @@ export class Vault {
     return `${this.prefix}:vault:${name}`;
   }
 
+  /** The entry ready to be written by a caller that stores it atomically with other data. */
+  sealFor(name: string, plaintext: string): { key: string; sealed: string; ttlMs: number } {
+    return { key: this.key(name), sealed: this.seal(name, plaintext), ttlMs: this.opts.ttl };
+  }
+
   seal(name: string, plaintext: string): string {
     const iv = randomBytes(12);
     const cipher = createCipheriv('aes-256-gcm', this.opts.key, iv);

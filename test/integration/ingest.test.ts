@@ -140,6 +140,21 @@ describe('POST /v1/events deduplication', () => {
     expect(await queuedPlans()).toBe(count);
   });
 
+  it('seals the credential with the event, and a retry restores it only while the event is unplanned', async () => {
+    const body = { ...passwordChanged('fred'), credential: { password: 'Fr3d-new-password' } };
+    await t.send(body, { id: 'evt_cred' });
+    const vault = t.ripple.engine.vault;
+    expect(await vault.get('evt_cred')).toBe('Fr3d-new-password');
+    await vault.delete('evt_cred');
+    await t.send(body, { id: 'evt_cred' });
+    expect(await vault.get('evt_cred')).toBe('Fr3d-new-password');
+    // Once planned, a wiped credential stays wiped: a late retry of the webhook must not resurrect it.
+    await t.ripple.engine.store.writePlan('evt_cred', {});
+    await vault.delete('evt_cred');
+    await t.send(body, { id: 'evt_cred' });
+    expect(await vault.has('evt_cred')).toBe(false);
+  });
+
   it('the same webhook-id with a different body is a 409', async () => {
     await t.send(passwordChanged('dave'), { id: 'evt_conflict' });
     const res = await t.send(passwordChanged('eve'), { id: 'evt_conflict' });
