@@ -62,9 +62,12 @@ export async function statusRoutes(app: FastifyInstance, opts: { engine: Engine 
     const latest = await engine.store.latestForUser(username);
     if (!latest.latest)
       return reply.code(404).send({ error: 'not_found', message: `no password change seen for ${username}` });
+    // Usually one event is the newest for every app: read each event once.
+    const ids = [...new Set(Object.values(latest.apps))];
+    const events = new Map(await Promise.all(ids.map(async (id) => [id, await engine.store.getEvent(id)] as const)));
     const apps = [];
     for (const [appId, eventId] of Object.entries(latest.apps).sort(([a], [b]) => a.localeCompare(b))) {
-      const ev = await engine.store.getEvent(eventId);
+      const ev = events.get(eventId);
       const row = ev?.rows[appId];
       if (!ev || !row) continue;
       const view = appView(engine, appId, row);

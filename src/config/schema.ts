@@ -10,7 +10,8 @@ const secretList = (what: string, minLength: number) =>
     .array(z.string().min(minLength, `each ${what} must be at least ${minLength} characters`))
     .min(1, `at least one ${what} is required`);
 
-const webhookSecret = z
+/** A Standard Webhooks secret, as ingest and the webhook kind both take it. */
+export const webhookSecret = z
   .string()
   .regex(/^whsec_[A-Za-z0-9+/=]{24,}$/, 'a Standard Webhooks secret looks like whsec_<base64, 24+ chars>');
 

@@ -24,7 +24,7 @@ export class Metrics {
   });
   readonly lateness = new Histogram({
     name: 'ripple_delivery_lateness_seconds',
-    help: 'Start of an app delivery minus its due time (first attempt).',
+    help: 'Start of an app delivery attempt minus its due time (a retry is due when its backoff ends).',
     labelNames: ['kind'] as const,
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [this.registry],

@@ -44,7 +44,7 @@ export async function planEvent(engine: Engine, eventId: string, now = Date.now(
     for (const claim of claims) if (claim.supersedes) await supersede(engine, claim.supersedes, claim.app, eventId);
   }
   await enqueueScheduled(engine, eventId, meta.user.username, rows, now);
-  if (meta.hasCredential) await settleCredential(engine, eventId);
+  await settleCredential(engine, eventId, { meta, rows });
 }
 
 /** Adds the delivery job of every `scheduled` row (duplicates are ignored by their deterministic id). */

@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { DelayedError, type Job, UnrecoverableError, Worker } from 'bullmq';
 import { formatDuration } from '../config/duration.js';
+import type { AppConfig } from '../config/types.js';
 import { DeliveryError, errorMessage, TransientDeliveryError } from '../errors.js';
 import { enqueueScheduled } from '../planner/planner.js';
 import type { AppRow } from '../status/model.js';
@@ -141,7 +142,7 @@ async function processDelivery(
     endTimer();
     deadline.clear();
     const err = classify(raw, deadline.timedOut(), app.timeout);
-    await onFailure(engine, job, token, app.kind, appId, username, jobId, attempt, err);
+    await onFailure(engine, job, token, app, jobId, attempt, err);
     return; // unreachable: onFailure throws
   }
   endTimer();
@@ -216,18 +217,15 @@ async function onFailure(
   engine: Engine,
   job: Job<DeliveryJob>,
   token: string | undefined,
-  kind: string,
-  appId: string,
-  username: string,
+  app: AppConfig,
   jobId: string,
   attempt: number,
   err: DeliveryError,
 ): Promise<never> {
-  const { eventId } = job.data;
-  const app = engine.apps.get(appId);
+  const { eventId, username } = job.data;
+  const { id: appId, kind } = app;
   const lastError = `${err.code}: ${err.message}`;
-  const attemptsLeft = (app?.retry.attempts ?? 1) - attempt;
-  if (err.retryable && attemptsLeft > 0 && app) {
+  if (err.retryable && attempt < app.retry.attempts) {
     const delay = Math.min(
       app.retry.maxBackoff,
       err.retryAfterMs !== undefined ? err.retryAfterMs : backoffDelay(attempt, app.retry),

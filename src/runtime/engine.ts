@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { type TargetKind, targetKinds } from '../../workers/index.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { AppConfig } from '../config/types.js';
+import type { EventMeta } from '../events/event.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { AppRow } from '../status/model.js';
 import type { StatusStore } from '../status/store.js';
@@ -74,8 +75,13 @@ export function logTransition(engine: Engine, eventId: string, app: string, row:
  * Wipes the event's credential once no credential app can still need it: every such app
  * is done, skipped or superseded. A failed one keeps it (until the vault TTL) for an operator retry.
  */
-export async function settleCredential(engine: Engine, eventId: string): Promise<void> {
-  const ev = await engine.store.getEvent(eventId);
+export async function settleCredential(
+  engine: Engine,
+  eventId: string,
+  /** The event as the caller just read or wrote it, to save a read. */
+  known?: { meta: EventMeta; rows: Record<string, AppRow> },
+): Promise<void> {
+  const ev = known ?? (await engine.store.getEvent(eventId));
   if (!ev?.meta.hasCredential) return;
   const pending = Object.values(ev.rows).some(
     (row) =>

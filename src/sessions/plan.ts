@@ -1,4 +1,3 @@
-import { errorMessage } from '../errors.js';
 import type { SessionRecord, SessionStore } from './store.js';
 
 /**
@@ -22,8 +21,9 @@ export async function planSessions(
   occurredAt: string,
   allowSubjectWide: boolean,
 ): Promise<SessionPlan> {
-  const before = store ? await store.listBefore(app, username, new Date(occurredAt)) : [];
   const all = store ? await store.list(app, username) : [];
+  const cutoff = Date.parse(occurredAt);
+  const before = all.filter((session) => Date.parse(session.createdAt) < cutoff);
   const later = all.length - before.length;
   if (before.length > 0) return { mode: 'sessions', sessions: before, later };
   if (later > 0) {
@@ -37,12 +37,4 @@ export async function planSessions(
     mode: 'skip',
     detail: `no session recorded for ${username} (record sessions with POST /v1/sessions, or set allowSubjectWide: true)`,
   };
-}
-
-/** A short reason for a failed fetch, without secrets. */
-export function describeFetchError(err: unknown): string {
-  if (err instanceof Error && err.name === 'TimeoutError') return 'timed out';
-  if (err instanceof Error && err.name === 'AbortError') return 'aborted (timeout or shutdown)';
-  const cause = err instanceof Error ? (err.cause as { code?: string; message?: string } | undefined) : undefined;
-  return cause?.code ?? cause?.message ?? errorMessage(err);
 }

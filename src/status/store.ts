@@ -279,7 +279,6 @@ export class StatusStore {
   }
 
   async claimLatest(username: string, eventId: string, occurredAtMs: number, apps: string[]): Promise<ClaimResult[]> {
-    if (apps.length === 0) apps = [];
     const out = await this.redis.rippleClaimLatest(
       this.userKey(username),
       eventId,

@@ -8,6 +8,15 @@ import { ADMIN_TOKEN, startReceiver, startRipple, startTestRedis, webhookApp, wr
 
 const URL = 'http://127.0.0.1:9/hook';
 
+/** One Redis for the commands that need one (emit, probe). */
+let redis: EmbeddedRedis;
+beforeAll(async () => {
+  redis = await startTestRedis();
+});
+afterAll(async () => {
+  await redis?.stop();
+});
+
 describe('ripple config check', () => {
   it('lists the apps it would run', async () => {
     const dir = writeConfig([
@@ -72,14 +81,6 @@ describe('ripple start without Redis', () => {
 });
 
 describe('ripple emit', () => {
-  let redis: EmbeddedRedis;
-  beforeAll(async () => {
-    redis = await startTestRedis();
-  });
-  afterAll(async () => {
-    await redis?.stop();
-  });
-
   it('signs and sends an event a running Ripple accepts, password from stdin', async () => {
     const rx = await startReceiver();
     const apps = [webhookApp('audit', rx.url)];
@@ -111,14 +112,6 @@ describe('ripple emit', () => {
 });
 
 describe('ripple probe', () => {
-  let redis: EmbeddedRedis;
-  beforeAll(async () => {
-    redis = await startTestRedis();
-  });
-  afterAll(async () => {
-    await redis?.stop();
-  });
-
   it('reports each enabled app as reachable or not, and exits 1 when one is not', async () => {
     const rx = await startReceiver();
     try {

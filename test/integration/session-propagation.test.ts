@@ -89,25 +89,21 @@ async function record(session: Record<string, unknown>) {
 }
 const row = (s: EventStatus, app: string) => s.apps.find((a) => a.app === app);
 
+/** alice signs in at the OP (refresh token) and at the SAML SP; her IdP records both sessions in Ripple. */
+async function signInEverywhere(sessionIndex: string) {
+  const session = await op.signIn('alice');
+  rp.sessions.set(session.sid, session.sub);
+  const createdAt = new Date().toISOString();
+  await record({ app: 'crm', username: 'alice', createdAt, sid: session.sid, refreshToken: session.refreshToken });
+  sp.sessions.set(sessionIndex, 'alice@example.org');
+  await record({ app: 'salesforce', username: 'alice', createdAt, sessionIndex });
+  return session;
+}
+
 describe('a password change with recorded SSO sessions', () => {
   it('ends the sessions opened before it and leaves one opened during the app delay alone', async () => {
-    // Before the change: signed in at the OP (refresh token) and at the SAML SP.
-    const before = await op.signIn('alice');
-    rp.sessions.set(before.sid, before.sub);
-    await record({
-      app: 'crm',
-      username: 'alice',
-      createdAt: new Date().toISOString(),
-      sid: before.sid,
-      refreshToken: before.refreshToken,
-    });
-    sp.sessions.set('idx-before', 'alice@example.org');
-    await record({
-      app: 'salesforce',
-      username: 'alice',
-      createdAt: new Date().toISOString(),
-      sessionIndex: 'idx-before',
-    });
+    // Before the change.
+    const before = await signInEverywhere('idx-before');
     await new Promise((r) => setTimeout(r, 20));
 
     const sent = await t.send({ ...passwordChanged('alice'), credential: { password: 'N3w-pass' } });
@@ -116,22 +112,7 @@ describe('a password change with recorded SSO sessions', () => {
 
     // After the change, within the apps' delay: the user signs in again with the new password.
     await new Promise((r) => setTimeout(r, 50));
-    const after = await op.signIn('alice');
-    rp.sessions.set(after.sid, after.sub);
-    await record({
-      app: 'crm',
-      username: 'alice',
-      createdAt: new Date().toISOString(),
-      sid: after.sid,
-      refreshToken: after.refreshToken,
-    });
-    sp.sessions.set('idx-after', 'alice@example.org');
-    await record({
-      app: 'salesforce',
-      username: 'alice',
-      createdAt: new Date().toISOString(),
-      sessionIndex: 'idx-after',
-    });
+    const after = await signInEverywhere('idx-after');
     expect(row(await t.status(id), 'crm')?.state).toBe('scheduled');
 
     const s = await t.waitForEvent(id, ['done'], 15_000);

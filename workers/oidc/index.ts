@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import { ConfigError, errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
-import { describeFetchError, planSessions } from '../../src/sessions/plan.js';
+import { ConfigError, errorMessage } from '../../src/errors.js';
+import { planSessions } from '../../src/sessions/plan.js';
 import type { SessionRecord } from '../../src/sessions/store.js';
 import { renderSubject, subjectTemplate } from '../../src/sessions/template.js';
 import type { DeliveryContext, DeliveryResult, TargetAdapter } from '../../src/targets/adapter.js';
-import { parseRetryAfter } from '../../src/targets/http.js';
+import { describeFetchError, excerpt, fetchTarget, httpStatusError } from '../../src/targets/http.js';
 import { logoutToken } from './logout-token.js';
 import { isLoopback, Revoker } from './revocation.js';
 
@@ -41,8 +41,6 @@ const settings = z
     message: 'give backchannelLogoutUri (for revoke) and/or revocation (for refresh)',
   });
 type OidcSettings = z.output<typeof settings>;
-
-const EXCERPT = 200;
 
 /** `kind: oidc` — OpenID Connect Back-Channel Logout tokens and RFC 7009 refresh-token revocation. */
 export const oidcAdapter: TargetAdapter<'oidc', OidcSettings> = {
@@ -85,32 +83,24 @@ export const oidcAdapter: TargetAdapter<'oidc', OidcSettings> = {
         audience: s.clientId,
         ...claims,
       });
-      let res: Response;
-      try {
-        res = await fetch(url, {
+      const res = await fetchTarget(
+        url,
+        {
           method: 'POST',
           body: new URLSearchParams({ logout_token: token }),
           headers: { 'content-type': 'application/x-www-form-urlencoded', 'cache-control': 'no-store' },
           redirect: 'manual',
           signal: ctx.signal,
-        });
-      } catch (err) {
-        throw new TransientDeliveryError('OIDC_LOGOUT_UNREACHABLE', `POST ${url}: ${describeFetchError(err)}`, {
-          cause: err,
-        });
-      }
+        },
+        'OIDC_LOGOUT_UNREACHABLE',
+      );
       if (res.status === 200 || res.status === 204) {
         await res.body?.cancel().catch(() => {});
         return;
       }
-      const text = (await res.text().catch(() => '')).slice(0, EXCERPT).replace(/\s+/g, ' ').trim();
+      const text = excerpt(await res.text().catch(() => ''));
       const message = `back-channel logout ${claims.sid ? `of sid ${claims.sid}` : 'of the subject'}: HTTP ${res.status}${text ? `: ${text}` : ''}`;
-      if (res.status === 408 || res.status === 429 || res.status >= 500) {
-        throw new TransientDeliveryError('OIDC_LOGOUT_FAILED', message, {
-          retryAfterMs: parseRetryAfter(res.headers.get('retry-after')),
-        });
-      }
-      throw new PermanentDeliveryError('OIDC_LOGOUT_REFUSED', message);
+      throw httpStatusError(res, message, { retryable: 'OIDC_LOGOUT_FAILED', permanent: 'OIDC_LOGOUT_REFUSED' });
     }
 
     async function revokeRefreshToken(

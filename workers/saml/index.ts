@@ -4,12 +4,12 @@ import * as samlify from 'samlify';
 import { z } from 'zod';
 import { pem, textFile } from '../../src/config/schema-context.js';
 import { ConfigError, errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
-import { describeFetchError, planSessions } from '../../src/sessions/plan.js';
+import { planSessions } from '../../src/sessions/plan.js';
 import type { SessionRecord } from '../../src/sessions/store.js';
 import { renderSubject, subjectTemplate } from '../../src/sessions/template.js';
 import { NAMEID_FORMATS, rippleIdentityProvider, SAML_BINDING } from '../../src/signing/metadata.js';
 import type { DeliveryContext, DeliveryResult, TargetAdapter } from '../../src/targets/adapter.js';
-import { parseRetryAfter } from '../../src/targets/http.js';
+import { describeFetchError, EXCERPT, excerpt, fetchTarget, httpStatusError } from '../../src/targets/http.js';
 import { logoutRequestXml } from './request.js';
 import { NS, parseXml, readSoap, SOAP_ACTION, STATUS, soapEnvelope } from './xml.js';
 
@@ -126,8 +126,6 @@ function asArray<T>(v: T | T[] | null | undefined): T[] {
   return Array.isArray(v) ? v : [v];
 }
 
-const EXCERPT = 200;
-
 interface Outcome {
   partial: boolean;
   detail: string;
@@ -197,24 +195,17 @@ export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
       return { id: built.id, xml: Buffer.from(result.context, 'base64').toString('utf8') };
     }
 
-    async function post(ctx: DeliveryContext, body: string, headers: Record<string, string>): Promise<Response> {
-      try {
-        return await fetch(s.sp.sloUrl, { method: 'POST', body, headers, redirect: 'manual', signal: ctx.signal });
-      } catch (err) {
-        throw new TransientDeliveryError('SAML_SLO_UNREACHABLE', `POST ${s.sp.sloUrl}: ${describeFetchError(err)}`, {
-          cause: err,
-        });
-      }
+    function post(ctx: DeliveryContext, body: string, headers: Record<string, string>): Promise<Response> {
+      const init = { method: 'POST', body, headers, redirect: 'manual', signal: ctx.signal } as const;
+      return fetchTarget(s.sp.sloUrl, init, 'SAML_SLO_UNREACHABLE');
     }
 
     function httpFailure(res: Response, text: string): never {
-      const message = `SLO endpoint answered HTTP ${res.status}${text ? `: ${text.slice(0, EXCERPT).replace(/\s+/g, ' ').trim()}` : ''}`;
-      if (res.status === 408 || res.status === 429 || res.status >= 500) {
-        throw new TransientDeliveryError('SAML_SLO_HTTP_STATUS', message, {
-          retryAfterMs: parseRetryAfter(res.headers.get('retry-after')),
-        });
-      }
-      throw new PermanentDeliveryError('SAML_SLO_REFUSED', message);
+      const body = excerpt(text);
+      throw httpStatusError(res, `SLO endpoint answered HTTP ${res.status}${body ? `: ${body}` : ''}`, {
+        retryable: 'SAML_SLO_HTTP_STATUS',
+        permanent: 'SAML_SLO_REFUSED',
+      });
     }
 
     /** Checks a LogoutResponse against the request it answers (InResponseTo, Issuer, signature, status). */

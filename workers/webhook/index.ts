@@ -1,13 +1,13 @@
 import { Webhook } from 'standardwebhooks';
 import { z } from 'zod';
-import { errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
+import { webhookSecret } from '../../src/config/schema.js';
 import type { DeliveryContext, TargetAdapter } from '../../src/targets/adapter.js';
-import { parseRetryAfter } from '../../src/targets/http.js';
+import { describeFetchError, excerpt, fetchTarget, httpStatusError } from '../../src/targets/http.js';
 
 const settings = z.strictObject({
   url: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }),
   /** Standard Webhooks secret the receiver verifies with. */
-  secret: z.string().regex(/^whsec_[A-Za-z0-9+/=]{24,}$/, 'a Standard Webhooks secret looks like whsec_<base64>'),
+  secret: webhookSecret,
   headers: z.record(z.string(), z.string()).default({}),
 });
 type WebhookSettings = z.output<typeof settings>;
@@ -29,8 +29,6 @@ export function webhookPayload(ctx: DeliveryContext): string {
   });
 }
 
-const EXCERPT = 200;
-
 /** `kind: webhook` — a Standard Webhooks-signed POST of the event, for anything else. */
 export const webhookAdapter: TargetAdapter<'webhook', WebhookSettings> = {
   kind: 'webhook',
@@ -48,9 +46,9 @@ export const webhookAdapter: TargetAdapter<'webhook', WebhookSettings> = {
         // The same id on every attempt lets the receiver deduplicate our retries.
         const msgId = `${ctx.event.id}.${app.id}`;
         const signature = signer.sign(msgId, new Date(), body);
-        let res: Response;
-        try {
-          res = await fetch(app.settings.url, {
+        const res = await fetchTarget(
+          app.settings.url,
+          {
             method: 'POST',
             body,
             signal: ctx.signal,
@@ -61,28 +59,18 @@ export const webhookAdapter: TargetAdapter<'webhook', WebhookSettings> = {
               'webhook-timestamp': String(Math.floor(Date.now() / 1000)),
               'webhook-signature': signature,
             },
-          });
-        } catch (err) {
-          throw new TransientDeliveryError(
-            'WEBHOOK_UNREACHABLE',
-            `POST ${app.settings.url}: ${describeFetchError(err)}`,
-            {
-              cause: err,
-            },
-          );
-        }
+          },
+          'WEBHOOK_UNREACHABLE',
+        );
         if (res.ok) {
           await res.body?.cancel().catch(() => {});
           return { outcome: 'done', detail: `HTTP ${res.status}` };
         }
-        const text = (await res.text().catch(() => '')).slice(0, EXCERPT);
-        const message = `HTTP ${res.status}${text ? `: ${text.replace(/\s+/g, ' ').trim()}` : ''}`;
-        if (res.status === 408 || res.status === 429 || res.status >= 500) {
-          throw new TransientDeliveryError('WEBHOOK_HTTP_STATUS', message, {
-            retryAfterMs: parseRetryAfter(res.headers.get('retry-after')),
-          });
-        }
-        throw new PermanentDeliveryError('WEBHOOK_REFUSED', message);
+        const text = excerpt(await res.text().catch(() => ''));
+        throw httpStatusError(res, `HTTP ${res.status}${text ? `: ${text}` : ''}`, {
+          retryable: 'WEBHOOK_HTTP_STATUS',
+          permanent: 'WEBHOOK_REFUSED',
+        });
       },
       async probe(signal) {
         try {
@@ -96,10 +84,3 @@ export const webhookAdapter: TargetAdapter<'webhook', WebhookSettings> = {
     };
   },
 };
-
-function describeFetchError(err: unknown): string {
-  if (err instanceof Error && err.name === 'TimeoutError') return 'timed out';
-  if (err instanceof Error && err.name === 'AbortError') return 'aborted (timeout or shutdown)';
-  const cause = err instanceof Error ? (err.cause as { code?: string; message?: string } | undefined) : undefined;
-  return cause?.code ?? cause?.message ?? errorMessage(err);
-}
