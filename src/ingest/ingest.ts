@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
-import { formatPath } from '../config/env.js';
+import { invalidRequest } from '../api/refusal.js';
 import { EVENT_ID, type EventMeta, eventBodySchema } from '../events/event.js';
 import type { Engine } from '../runtime/engine.js';
 import { planJobId } from '../runtime/queues.js';
@@ -84,11 +84,7 @@ export async function ingestEvent(
   }
   const parsed = eventBodySchema.safeParse(json);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => ({
-      field: formatPath(i.path) || '(body)',
-      message: i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : i.message,
-    }));
-    return refuse(400, 'invalid_body', issues.map((i) => `${i.field}: ${i.message}`).join('; '), { issues });
+    return { status: 400, body: { ...invalidRequest('invalid_body', parsed.error) } };
   }
   const body = parsed.data;
   const meta: EventMeta = {
