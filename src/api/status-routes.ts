@@ -1,8 +1,6 @@
-import { Job } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
-import { enqueueScheduled } from '../planner/planner.js';
 import type { Engine } from '../runtime/engine.js';
-import { deliveryJobId } from '../runtime/queues.js';
+import { retryApp } from '../runtime/retry.js';
 import { type AppRow, eventState } from '../status/model.js';
 import { adminAuth } from './admin-auth.js';
 
@@ -25,6 +23,7 @@ function appView(engine: Engine, app: string, row: AppRow) {
     ...(row.detail ? { detail: row.detail } : {}),
     ...(row.warning ? { warning: row.warning } : {}),
     ...(row.supersededBy ? { supersededBy: row.supersededBy } : {}),
+    ...(row.blockedBy ? { blockedBy: row.blockedBy } : {}),
   };
 }
 
@@ -88,32 +87,8 @@ export async function statusRoutes(app: FastifyInstance, opts: { engine: Engine 
 
   app.post<{ Params: { id: string; app: string } }>('/v1/events/:id/apps/:app/retry', async (req, reply) => {
     const { id, app: appId } = req.params;
-    const ev = await engine.store.getEvent(id);
-    const row = ev?.rows[appId];
-    if (!ev || !row) return reply.code(404).send({ error: 'not_found', message: `no app ${appId} in event ${id}` });
-    if (!engine.apps.has(appId)) {
-      return reply
-        .code(409)
-        .send({ error: 'app_not_configured', message: `app ${appId} is not configured or disabled` });
-    }
-    const now = Date.now();
-    const reset = await engine.store.patchIf(id, appId, ['failed'], {
-      state: 'scheduled',
-      dueAt: now,
-      attempts: 0,
-      finishedAt: null,
-      startedAt: null,
-    });
-    if (!reset) {
-      return reply
-        .code(409)
-        .send({ error: 'not_failed', message: `app ${appId} is ${row.state}; only a failed app can be retried` });
-    }
-    const queue = engine.queues.delivery.get(row.kind);
-    const old = queue ? await Job.fromId(queue, deliveryJobId(id, appId)) : undefined;
-    if (old) await old.remove().catch(() => undefined);
-    await enqueueScheduled(engine, id, ev.meta.user.username, { [appId]: reset }, now);
-    engine.log.info({ eventId: id, app: appId, state: 'scheduled', by: 'operator' }, 'app retry requested');
-    return reply.code(202).send({ eventId: id, app: appId, state: 'scheduled' });
+    const outcome = await retryApp(engine, id, appId, 'operator (API)');
+    if (!outcome.ok) return reply.code(outcome.status).send({ error: outcome.error, message: outcome.message });
+    return reply.code(202).send({ eventId: id, app: appId, state: outcome.row.state });
   });
 }

@@ -93,6 +93,11 @@ export const commonAppShape = {
   retry: retrySchema.default({ attempts: 12, backoff: 5_000, maxBackoff: 3_600_000 }),
   rateLimit: z.strictObject({ max: z.number().int().min(1), per: duration() }).optional(),
   timeout: duration().default(10_000),
+  /**
+   * After `timeout`, how much longer an attempt keeps its connection open (and every other change
+   * for the same user and app waiting), since the target may still be applying it.
+   */
+  settle: duration().default(30_000),
 };
 
 /** The schema of one app file of the given kind: common keys plus the `<kind>:` block. */

@@ -20,6 +20,8 @@ export interface AppConfig<S = unknown> {
   retry: { attempts: number; backoff: number; maxBackoff: number };
   rateLimit?: { max: number; per: number } | undefined;
   timeout: number;
+  /** After `timeout`, how long an attempt may still settle before its connection is closed, ms. */
+  settle: number;
   /** The `<kind>:` block. */
   settings: S;
   /** The file it came from. */

@@ -31,7 +31,12 @@ export interface EventMeta extends PasswordChange {
   /** sha256 of the raw body, to tell a retry (same body) from a conflicting reuse of the id. */
   bodyHash: string;
   hasCredential: boolean;
+  /** Arrival order at ingest (Redis counter): breaks ties between changes with the same occurredAt. */
+  seq?: number;
   /** Set once every app has been planned. */
   planned?: boolean;
+  /** A newer change for the same user superseded at least one of this event's apps on arrival. */
   supersededBy?: string;
+  /** App → older event whose row for that app this event supersedes. */
+  supersedes?: Record<string, string>;
 }

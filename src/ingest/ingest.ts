@@ -1,9 +1,14 @@
 import { createHash } from 'node:crypto';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
-import { invalidRequest } from '../api/refusal.js';
+import { invalidRequest, refusal } from '../api/refusal.js';
+import { formatDuration } from '../config/duration.js';
 import { EVENT_ID, type EventMeta, eventBodySchema } from '../events/event.js';
 import type { Engine } from '../runtime/engine.js';
 import { planJobId } from '../runtime/queues.js';
+
+/** How far `occurredAt` may be ahead of Ripple's clock (the sender's clock may drift a little). */
+export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
+const OCCURRED_LATER = "is more than 5 minutes after the time Ripple received it (check the sender's clock)";
 
 export interface IngestAnswer {
   status: 202 | 400 | 401 | 409;
@@ -87,6 +92,25 @@ export async function ingestEvent(
     return { status: 400, body: { ...invalidRequest('invalid_body', parsed.error) } };
   }
   const body = parsed.data;
+  const occurredAt = Date.parse(body.occurredAt);
+  const late = occurredAt - now.getTime();
+  if (late > MAX_CLOCK_SKEW_MS) {
+    // A change dated in the future would win every later one (desktop clocks drift; secrets leak).
+    return {
+      status: 400,
+      body: {
+        ...refusal('invalid_body', `occurredAt: ${OCCURRED_LATER}`, [{ field: 'occurredAt', message: OCCURRED_LATER }]),
+      },
+    };
+  }
+  const retention = engine.config.service.status.retention;
+  if (-late > retention) {
+    const message = `is older than status.retention (${formatDuration(retention)}): Ripple no longer remembers whether a newer change was applied since, so an old password could win`;
+    return {
+      status: 400,
+      body: { ...refusal('invalid_body', `occurredAt: ${message}`, [{ field: 'occurredAt', message }]) },
+    };
+  }
   const meta: EventMeta = {
     id: eventId,
     type: body.type,

@@ -21,7 +21,8 @@ export interface PropagationPlan {
 
 export function isAssigned(assign: Assignment, user: PlanUser): boolean {
   if (assign === 'all') return true;
-  if ('users' in assign) return assign.users.includes(user.username);
+  // Usernames compare without case, as directories (and the rest of Ripple) compare them.
+  if ('users' in assign) return assign.users.some((u) => u.toLowerCase() === user.username.toLowerCase());
   return assign.groups.some((g) => user.groups.includes(g));
 }
 

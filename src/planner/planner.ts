@@ -1,6 +1,13 @@
-import { type JobsOptions, Worker } from 'bullmq';
-import { adapterFor, type Engine, logTransition, settleCredential, skipDependents } from '../runtime/engine.js';
-import { type DeliveryJob, deliveryJobId, EVENTS_QUEUE, type PlanJob } from '../runtime/queues.js';
+import { Worker } from 'bullmq';
+import {
+  adapterFor,
+  type Engine,
+  enqueueScheduled,
+  logTransition,
+  resolveDependents,
+  settleCredential,
+} from '../runtime/engine.js';
+import { deliveryJobId, EVENTS_QUEUE, type PlanJob } from '../runtime/queues.js';
 import type { AppRow } from '../status/model.js';
 import { planPropagation } from './plan.js';
 
@@ -9,7 +16,7 @@ const SUPERSEDABLE = ['scheduled', 'waiting', 'retrying', 'failed'] as const;
 
 /**
  * Turns one received event into one row and (when due without dependencies) one delayed
- * job per app. Idempotent: a re-run after a crash adds only what is missing.
+ * job per app. Idempotent: a re-run after a crash at any point finishes what is missing.
  */
 export async function planEvent(engine: Engine, eventId: string, now = Date.now()): Promise<void> {
   const ev = await engine.store.getEvent(eventId);
@@ -18,80 +25,82 @@ export async function planEvent(engine: Engine, eventId: string, now = Date.now(
     return;
   }
   const { meta } = ev;
+  const username = meta.user.username;
   let rows = ev.rows;
+  let supersedes = Object.entries(meta.supersedes ?? {});
   if (!meta.planned) {
     const plan = planPropagation([...engine.apps.values()], meta.user, Date.parse(meta.receivedAt));
-    const claims = await engine.store.claimLatest(
-      meta.user.username,
-      meta.id,
-      Date.parse(meta.occurredAt),
-      plan.apps.map((p) => p.app.id),
-    );
-    rows = {};
-    let supersededBy: string | undefined;
-    for (const [i, item] of plan.apps.entries()) {
-      const claim = claims[i];
-      const base = { kind: item.app.kind, action: item.app.action, dueAt: item.dueAt, attempts: 0 };
-      if (claim?.supersededBy) {
-        supersededBy = claim.supersededBy;
-        rows[item.app.id] = { ...base, state: 'superseded', supersededBy: claim.supersededBy, finishedAt: now };
-      } else {
-        rows[item.app.id] = { ...base, state: item.after.length > 0 ? 'waiting' : 'scheduled' };
-      }
+    const planned: Record<string, AppRow> = {};
+    for (const item of plan.apps) {
+      planned[item.app.id] = {
+        kind: item.app.kind,
+        action: item.app.action,
+        dueAt: item.dueAt,
+        attempts: 0,
+        state: item.after.length > 0 ? 'waiting' : 'scheduled',
+      };
     }
-    await engine.store.writePlan(eventId, rows, supersededBy);
+    const claims = await engine.store.plan(
+      { id: eventId, username, occurredAtMs: Date.parse(meta.occurredAt) },
+      planned,
+      now,
+    );
+    for (const claim of claims) {
+      const row = planned[claim.app];
+      if (row && claim.supersededBy)
+        Object.assign(row, { state: 'superseded', supersededBy: claim.supersededBy, finishedAt: now });
+    }
+    rows = planned;
     for (const [app, row] of Object.entries(rows)) logTransition(engine, eventId, app, row);
-    for (const claim of claims) if (claim.supersedes) await supersede(engine, claim.supersedes, claim.app, eventId);
+    supersedes = claims.flatMap((c) => (c.supersedes ? [[c.app, c.supersedes] as [string, string]] : []));
   }
-  await enqueueScheduled(engine, eventId, meta.user.username, rows, now);
-  await settleCredential(engine, eventId, { meta, rows });
+  await supersede(engine, supersedes, eventId, username);
+  // A row written superseded on arrival ends its dependents here (they may be skipped).
+  for (const [app, row] of Object.entries(rows)) {
+    if (row.state === 'superseded') await resolveDependents(engine, eventId, app, username);
+  }
+  await enqueueScheduled(engine, eventId, username, rows, now);
+  await settleCredential(engine, eventId);
 }
 
-/** Adds the delivery job of every `scheduled` row (duplicates are ignored by their deterministic id). */
-export async function enqueueScheduled(
+/**
+ * Marks older events' not-yet-running work superseded by `byEventId` and drops their pending
+ * jobs; then their dependents that the newer event does not cover are skipped. Safe to repeat.
+ */
+async function supersede(
   engine: Engine,
-  eventId: string,
+  older: [app: string, eventId: string][],
+  byEventId: string,
   username: string,
-  rows: Record<string, AppRow>,
-  now = Date.now(),
 ): Promise<void> {
-  const byKind = new Map<string, { name: string; data: DeliveryJob; opts: JobsOptions }[]>();
-  for (const [appId, row] of Object.entries(rows)) {
-    const app = engine.apps.get(appId);
-    if (row.state !== 'scheduled' || !app) continue;
-    const jobs = byKind.get(app.kind) ?? [];
-    jobs.push({
-      name: appId,
-      data: { eventId, username },
-      opts: { jobId: deliveryJobId(eventId, appId), delay: Math.max(0, row.dueAt - now) },
+  const ended: [string, string, AppRow][] = [];
+  for (const [appId, oldEventId] of older) {
+    const row = await engine.store.patchIf(oldEventId, appId, [...SUPERSEDABLE], {
+      state: 'superseded',
+      supersededBy: byEventId,
+      finishedAt: Date.now(),
     });
-    byKind.set(app.kind, jobs);
+    if (!row) continue;
+    ended.push([appId, oldEventId, row]);
+    logTransition(engine, oldEventId, appId, row);
+    engine.metrics.appJobs.inc({ kind: row.kind, app: appId, outcome: 'superseded' });
+    // Best effort: if the job is running or gone, the delivery gate sees the newer event anyway.
+    await engine.queues.delivery
+      .get(row.kind)
+      ?.remove(deliveryJobId(oldEventId, appId))
+      .catch(() => 0);
   }
-  for (const [kind, jobs] of byKind) {
-    const queue = engine.queues.delivery.get(kind);
-    if (!queue) throw new Error(`no delivery queue for kind ${kind}`);
-    await queue.addBulk(jobs);
+  // Only after every superseded row is written, so an older app the newer event also covers
+  // reads `superseded` rather than "skipped because its dependency was superseded".
+  const settled = new Set<string>();
+  for (const [appId, oldEventId, row] of ended) {
+    // The same user (usernames compare without case), so the same keys.
+    await resolveDependents(engine, oldEventId, appId, username);
+    if (adapterFor(row.kind).needsCredential && !settled.has(oldEventId)) {
+      settled.add(oldEventId);
+      await settleCredential(engine, oldEventId);
+    }
   }
-}
-
-/** Marks an older event's not-yet-running work for `app` superseded and drops its pending job. */
-async function supersede(engine: Engine, oldEventId: string, appId: string, byEventId: string): Promise<void> {
-  const row = await engine.store.patchIf(oldEventId, appId, [...SUPERSEDABLE], {
-    state: 'superseded',
-    supersededBy: byEventId,
-    finishedAt: Date.now(),
-  });
-  if (!row) return;
-  logTransition(engine, oldEventId, appId, row);
-  engine.metrics.appJobs.inc({ kind: row.kind, app: appId, outcome: 'superseded' });
-  // Its dependents in the older event that the newer one does not cover would otherwise wait forever.
-  await skipDependents(engine, oldEventId, appId, `${appId} was superseded by ${byEventId}`);
-  // Best effort: if the job is running or gone, the delivery gate sees the newer event anyway.
-  await engine.queues.delivery
-    .get(row.kind)
-    ?.remove(deliveryJobId(oldEventId, appId))
-    .catch(() => 0);
-  if (adapterFor(row.kind).needsCredential) await settleCredential(engine, oldEventId);
 }
 
 /** The events-queue worker: plans each received event. */

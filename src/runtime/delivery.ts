@@ -1,12 +1,12 @@
 import { setMaxListeners } from 'node:events';
-import { DelayedError, type Job, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, Job, UnrecoverableError, Worker } from 'bullmq';
 import { formatDuration } from '../config/duration.js';
 import type { AppConfig } from '../config/types.js';
-import { DeliveryError, errorMessage, TransientDeliveryError } from '../errors.js';
-import { enqueueScheduled } from '../planner/planner.js';
+import { DeliveryError, errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../errors.js';
 import type { AppRow } from '../status/model.js';
+import type { RowPatch } from '../status/store.js';
 import type { DeliveryContext, DeliveryResult, Target } from '../targets/adapter.js';
-import { adapterFor, type Engine, logTransition, settleCredential, skipDependents } from './engine.js';
+import { adapterFor, type Engine, logTransition, resolveDependents, settleCredential } from './engine.js';
 import { DELIVERY_RETENTION, type DeliveryJob, deliveryJobId, deliveryQueueName } from './queues.js';
 
 /** Kill -9 recovery: a dead worker's job is re-run once its lock lapses and a stalled check sees it. */
@@ -46,6 +46,11 @@ export function startDeliveryWorkers(engine: Engine, targets: Map<string, Target
       },
     );
     worker.on('error', (err) => engine.log.error({ err, kind }, 'delivery worker error'));
+    worker.on('failed', (job, err) => {
+      onJobFailed(engine, job, err).catch((e: unknown) =>
+        engine.log.error({ err: e, jobId: job?.id }, 'could not record a failed delivery job on its row'),
+      );
+    });
     return worker;
   });
   return {
@@ -75,13 +80,13 @@ async function processDelivery(
   const app = engine.apps.get(appId);
   const target = targets.get(appId);
   if (!app || !target) {
-    const row = await engine.store.patchIf(eventId, appId, [], {
+    const row = await engine.store.patchIf(eventId, appId, ['scheduled', 'retrying', 'active'], {
       state: 'failed',
       finishedAt: Date.now(),
       lastError: `app "${appId}" is no longer configured (or disabled) in this worker`,
     });
     if (row) logTransition(engine, eventId, appId, row);
-    throw new UnrecoverableError(`app ${appId} not configured`);
+    throw new DeadLetterError(`app ${appId} not configured`);
   }
   const startedAt = Date.now();
   const gate = await engine.store.begin({
@@ -89,32 +94,41 @@ async function processDelivery(
     app: appId,
     username,
     jobId,
-    // Outlives the delivery's own timeout; a re-run of the same job may take it over.
-    lockTtlMs: app.timeout + 30_000,
+    lockTtlMs: lockTtl(app),
     now: startedAt,
     rateLimit: app.rateLimit,
   });
-  if (gate.verdict === 'gone') return;
-  if (gate.verdict === 'superseded') {
-    if (gate.row.finishedAt === startedAt) {
-      logTransition(engine, eventId, appId, gate.row);
-      engine.metrics.appJobs.inc({ kind: app.kind, app: appId, outcome: 'superseded' });
-    }
-    await settleCredential(engine, eventId);
-    return;
-  }
-  if (gate.verdict !== 'ok') {
-    // Wait without spending an attempt: another change for this user is in flight, or the app's rate limit is reached.
-    await job.moveToDelayed(Date.now() + gate.waitMs + Math.round(Math.random() * 50), token);
-    throw new DelayedError();
+  switch (gate.verdict) {
+    case 'gone':
+      return;
+    case 'finished':
+      return finishBookkeeping(engine, app, job.data, jobId, gate.row);
+    case 'superseded':
+      if (gate.row.finishedAt === startedAt) {
+        logTransition(engine, eventId, appId, gate.row);
+        engine.metrics.appJobs.inc({ kind: app.kind, app: appId, outcome: 'superseded' });
+      }
+      await resolveDependents(engine, eventId, appId, username);
+      if (adapterFor(app.kind).needsCredential) await settleCredential(engine, eventId);
+      return;
+    case 'locked':
+      // Another change for this user and app is in flight: wait, without spending an attempt, until
+      // its holder lets go (it wakes us) or the lock's TTL ends.
+      await job.moveToDelayed(Date.now() + gate.waitMs + Math.round(Math.random() * 50), token);
+      // It may have let go between our gate and our move to delayed, too early to wake us.
+      if ((await engine.store.lockHolder(appId, username)) !== gate.holder) await job.promote().catch(() => {});
+      throw new DelayedError();
+    case 'limited':
+      // The rate limit gave this job its own slot in a later window: it runs then without asking again.
+      await job.moveToDelayed(Date.now() + gate.waitMs, token);
+      throw new DelayedError();
   }
   const { meta, row: activeRow } = gate;
   const attempt = activeRow.attempts;
   engine.metrics.lateness.observe({ kind: app.kind }, Math.max(0, startedAt - activeRow.dueAt) / 1000);
   logTransition(engine, eventId, appId, activeRow);
 
-  const deadline = abortAfter(app.timeout, shutdown);
-  const { signal } = deadline;
+  const cutoff = abortAfter(settleLimit(app), shutdown);
   const ctx: DeliveryContext = {
     app,
     event: {
@@ -127,27 +141,44 @@ async function processDelivery(
     },
     action: app.action,
     attempt,
-    signal,
+    signal: cutoff.signal,
     get log() {
       return engine.log.child({ eventId, app: appId, kind: app.kind });
     },
-    credential: () => engine.vault.get(eventId),
+    credential: async () => {
+      const password = await engine.vault.get(eventId);
+      if (password === undefined && meta.hasCredential) {
+        throw new PermanentDeliveryError(
+          'CREDENTIAL_EXPIRED',
+          `the event carried a new password, but its sealed copy expired (vault.ttl ${formatDuration(engine.config.service.vault.ttl)} after ${meta.receivedAt}) before this app acted: raise vault.ttl in ripple.yaml or shorten this app's delay and retry`,
+        );
+      }
+      return password;
+    },
     services: engine.services,
   };
   const endTimer = engine.metrics.deliveryDuration.startTimer({ kind: app.kind, app: appId });
+  const work = Promise.resolve().then(() => target.deliver(ctx));
   let result: DeliveryResult;
   try {
-    result = await raceAbort(target.deliver(ctx), signal);
+    if ((await settledWithin(work, app.timeout)) === 'late') {
+      // Past `timeout` the target may be applying this change right now: keep the connection and
+      // the user+app lock until it answers (a late success counts), or until the settle limit.
+      const row = await engine.store.patchIf(eventId, appId, ['active'], {
+        warning: `no answer within ${formatDuration(app.timeout)}: waiting up to ${formatDuration(app.settle)} more for the target to settle before anything else for this user runs here`,
+      });
+      if (row) logTransition(engine, eventId, appId, row);
+    }
+    result = await raceAbort(work, cutoff.signal);
   } catch (raw) {
     endTimer();
-    deadline.clear();
-    const err = classify(raw, deadline.timedOut(), app.timeout);
-    await onFailure(engine, job, token, app, jobId, attempt, err);
-    return; // unreachable: onFailure throws
+    cutoff.clear();
+    const err = classify(raw, cutoff.reason(), app);
+    return onFailure(engine, job, token, app, jobId, activeRow, err, cutoff.reason() ? 'hold' : 'release');
   }
   endTimer();
-  deadline.clear();
-  const row = await engine.store.finish(eventId, appId, username, jobId, {
+  cutoff.clear();
+  const { row } = await finishAttempt(engine, job.data, app, jobId, 'release', {
     state: result.outcome,
     finishedAt: Date.now(),
     lastError: null,
@@ -156,28 +187,71 @@ async function processDelivery(
   });
   engine.metrics.appJobs.inc({ kind: app.kind, app: appId, outcome: result.outcome });
   if (row) logTransition(engine, eventId, appId, row);
-  await releaseDependents(engine, eventId, appId, username);
+  await resolveDependents(engine, eventId, appId, username);
   if (adapterFor(app.kind).needsCredential) await settleCredential(engine, eventId);
 }
 
 /**
- * One AbortController per delivery, aborted at the app's timeout or on shutdown. (Cheaper than
- * AbortSignal.timeout + AbortSignal.any, which on Node 20 cost two transferable signals per job
- * and keep them alive until GC.)
+ * A job whose row is already final (a stalled re-run after it finished, or a job added again)
+ * never delivers again: it only completes what the first run may not have (lock, dependents,
+ * credential), and a dead-lettered one stays in the failed list.
+ */
+async function finishBookkeeping(engine: Engine, app: AppConfig, data: DeliveryJob, jobId: string, row: AppRow) {
+  await finishAttempt(engine, data, app, jobId, 'release');
+  if (row.state === 'waiting') return;
+  await resolveDependents(engine, data.eventId, app.id, data.username);
+  if (adapterFor(app.kind).needsCredential) await settleCredential(engine, data.eventId);
+  if (row.state === 'failed') throw new DeadLetterError(row.lastError ?? 'failed');
+}
+
+/** Writes the attempt's outcome, lets go of (or holds) the user+app lock, and wakes who waited on it. */
+async function finishAttempt(
+  engine: Engine,
+  data: DeliveryJob,
+  app: AppConfig,
+  jobId: string,
+  lock: 'release' | 'hold',
+  patch?: RowPatch,
+) {
+  const out = await engine.store.finish({ ...data, app: app.id, jobId, patch, lock });
+  if (out.waiters.length > 0) {
+    const queue = engine.queues.delivery.get(app.kind);
+    await Promise.all(
+      out.waiters.map(async (id) => {
+        const waiter = queue ? await Job.fromId(queue, id) : undefined;
+        await waiter?.promote().catch(() => {}); // not delayed (yet): it checks again itself
+      }),
+    );
+  }
+  return out;
+}
+
+/** How long an attempt may keep its connection open: `timeout`, then up to `settle` more. */
+const settleLimit = (app: AppConfig) => app.timeout + app.settle;
+/** The user+app lock outlives the longest an attempt can run, so a crashed worker's lock still covers it. */
+const lockTtl = (app: AppConfig) => settleLimit(app) + 5_000;
+
+/**
+ * One AbortController per attempt, aborted at `ms` (the settle limit) or on shutdown; `reason()`
+ * says which, if either. (Cheaper than AbortSignal.timeout + AbortSignal.any, which on Node 20
+ * cost two transferable signals per job and keep them alive until GC.)
  */
 function abortAfter(ms: number, shutdown: AbortSignal) {
   const controller = new AbortController();
-  let timedOut = false;
-  const onShutdown = () => controller.abort(shutdown.reason);
+  let reason: 'settle-limit' | 'shutdown' | undefined;
+  const onShutdown = () => {
+    reason ??= 'shutdown';
+    controller.abort(shutdown.reason);
+  };
   const timer = setTimeout(() => {
-    timedOut = true;
-    controller.abort(new Error(`timed out after ${ms} ms`));
+    reason ??= 'settle-limit';
+    controller.abort(new Error(`no answer within ${formatDuration(ms)}`));
   }, ms);
   if (shutdown.aborted) onShutdown();
   else shutdown.addEventListener('abort', onShutdown, { once: true });
   return {
     signal: controller.signal,
-    timedOut: () => timedOut,
+    reason: () => reason,
     clear() {
       clearTimeout(timer);
       shutdown.removeEventListener('abort', onShutdown);
@@ -185,7 +259,24 @@ function abortAfter(ms: number, shutdown: AbortSignal) {
   };
 }
 
-/** An adapter that ignores its signal must not hold the worker past the timeout. */
+/** Whether `work` settles (either way) within `ms`. */
+async function settledWithin(work: Promise<unknown>, ms: number): Promise<'settled' | 'late'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((res) => {
+    timer = setTimeout(() => res('late'), ms);
+  });
+  const settled = work.then(
+    () => 'settled' as const,
+    () => 'settled' as const,
+  );
+  try {
+    return await Promise.race([settled, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** An adapter that ignores its signal must not hold the worker past the settle limit. */
 function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason);
   return new Promise<T>((resolve, reject) => {
@@ -204,67 +295,93 @@ function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-function classify(raw: unknown, timedOut: boolean, timeoutMs: number): DeliveryError {
-  if (timedOut) {
-    return new TransientDeliveryError('TIMEOUT', `no answer within ${formatDuration(timeoutMs)}`, { cause: raw });
+function classify(raw: unknown, cut: 'settle-limit' | 'shutdown' | undefined, app: AppConfig): DeliveryError {
+  if (cut === 'settle-limit') {
+    return new TransientDeliveryError(
+      'TIMEOUT',
+      `no answer within ${formatDuration(app.timeout)}, nor in the ${formatDuration(app.settle)} (settle) after it: connection closed`,
+      { cause: raw },
+    );
+  }
+  if (cut === 'shutdown') {
+    return new TransientDeliveryError('INTERRUPTED', 'the worker shut down during the delivery', { cause: raw });
   }
   if (raw instanceof DeliveryError) return raw;
   // An unexpected exception (a bug, or an error the adapter did not classify): retry, but say what it was.
   return new TransientDeliveryError('UNEXPECTED', errorMessage(raw), { cause: raw });
 }
 
+/** Retries a transient failure while the retry budget lasts (from the last operator retry); else dead-letters. */
 async function onFailure(
   engine: Engine,
   job: Job<DeliveryJob>,
   token: string | undefined,
   app: AppConfig,
   jobId: string,
-  attempt: number,
+  row: AppRow,
   err: DeliveryError,
+  lock: 'release' | 'hold',
 ): Promise<never> {
   const { eventId, username } = job.data;
   const { id: appId, kind } = app;
   const lastError = `${err.code}: ${err.message}`;
-  if (err.retryable && attempt < app.retry.attempts) {
+  if (err.retryable && row.attempts - (row.retryFrom ?? 0) < app.retry.attempts) {
     const delay = Math.min(
       app.retry.maxBackoff,
-      err.retryAfterMs !== undefined ? err.retryAfterMs : backoffDelay(attempt, app.retry),
+      err.retryAfterMs !== undefined ? err.retryAfterMs : backoffDelay(row.attempts, app.retry),
     );
-    const row = await engine.store.finish(eventId, appId, username, jobId, {
+    const { row: next } = await finishAttempt(engine, job.data, app, jobId, lock, {
       state: 'retrying',
       lastError,
       dueAt: Date.now() + delay,
     });
     engine.metrics.appJobs.inc({ kind, app: appId, outcome: 'retrying' });
-    if (row) logTransition(engine, eventId, appId, row, { retryInMs: delay });
+    if (next) logTransition(engine, eventId, appId, next, { retryInMs: delay });
     // Ripple schedules its own retries: the job just waits, BullMQ keeps no attempt count of its own.
     await job.moveToDelayed(Date.now() + delay, token);
     throw new DelayedError();
   }
-  const row = await engine.store.finish(eventId, appId, username, jobId, {
+  const { row: dead } = await finishAttempt(engine, job.data, app, jobId, lock, {
     state: 'failed',
     finishedAt: Date.now(),
     lastError,
   });
   engine.metrics.appJobs.inc({ kind, app: appId, outcome: 'failed' });
-  if (row) logTransition(engine, eventId, appId, row);
-  await skipDependents(engine, eventId, appId, `${appId} failed`);
-  throw new UnrecoverableError(lastError);
+  if (dead) logTransition(engine, eventId, appId, dead);
+  await resolveDependents(engine, eventId, appId, username);
+  throw new DeadLetterError(lastError);
 }
 
-/** Schedules every app that waited on `appId` and now has all its dependencies done. */
-export async function releaseDependents(engine: Engine, eventId: string, appId: string, username: string) {
-  const released: Record<string, AppRow> = {};
-  const visit = async (id: string) => {
-    for (const dependent of engine.dependents.get(id) ?? []) {
-      const app = engine.apps.get(dependent);
-      if (!app) continue;
-      const row = await engine.store.release(eventId, dependent, app.after);
-      if (!row) continue;
-      released[dependent] = row;
-      logTransition(engine, eventId, dependent, row);
-    }
-  };
-  await visit(appId);
-  if (Object.keys(released).length > 0) await enqueueScheduled(engine, eventId, username, released);
+/**
+ * Thrown by a delivery job that dead-lettered its app (the row already says `failed` and why),
+ * so BullMQ keeps the job in its failed list. Any other error that fails a delivery job
+ * happened outside the adapter; `onJobFailed` then records it on the row.
+ */
+export class DeadLetterError extends UnrecoverableError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DeadLetterError';
+  }
+}
+
+/**
+ * A delivery job failed for a reason outside the adapter (Redis refused a write, a bug): the
+ * row must not stay `active` for ever. It becomes `failed` with the reason, which an operator can
+ * retry; its dependents are skipped.
+ */
+export async function onJobFailed(engine: Engine, job: Job<DeliveryJob> | undefined, err: Error): Promise<void> {
+  if (!job || err instanceof DeadLetterError || err.name === 'DeadLetterError') return;
+  const { eventId, username } = job.data;
+  const app = engine.apps.get(job.name);
+  const row = await engine.store.patchIf(eventId, job.name, ['scheduled', 'retrying', 'active'], {
+    state: 'failed',
+    finishedAt: Date.now(),
+    lastError: `INTERNAL: ${err.message}`,
+  });
+  if (!row) return;
+  logTransition(engine, eventId, job.name, row);
+  if (app) {
+    await finishAttempt(engine, job.data, app, job.id ?? deliveryJobId(eventId, app.id), 'release');
+    await resolveDependents(engine, eventId, app.id, username);
+  }
 }

@@ -1,3 +1,4 @@
+import type { JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { type TargetKind, targetKinds } from '../../workers/index.js';
@@ -9,7 +10,7 @@ import type { AppRow } from '../status/model.js';
 import type { StatusStore } from '../status/store.js';
 import type { EngineServices, Target, TargetAdapter } from '../targets/adapter.js';
 import type { Vault } from '../vault/vault.js';
-import type { Queues } from './queues.js';
+import { type DeliveryJob, deliveryJobId, type Queues } from './queues.js';
 
 /** Everything the planner, the workers and the API share. Built once by `Ripple`. */
 export interface Engine {
@@ -94,19 +95,51 @@ export async function settleCredential(
 }
 
 /**
- * Every app (transitively) waiting on `app` in this event is skipped, saying why (`reason`: the
- * dependency failed, or was superseded). An operator retry that makes it succeed releases them.
+ * After `app` reached a final state in this event, decides every row waiting on it: scheduled
+ * (and enqueued) once all its dependencies are done or skipped on their own, skipped when one
+ * failed, was superseded or was itself not run — transitively. Every path that ends an app
+ * calls this, so no row waits on something that will never happen.
  */
-export async function skipDependents(engine: Engine, eventId: string, app: string, reason: string): Promise<void> {
-  for (const dependent of engine.dependents.get(app) ?? []) {
-    const row = await engine.store.patchIf(eventId, dependent, ['waiting'], {
-      state: 'skipped',
-      blockedBy: app,
-      lastError: `not run: ${reason}`,
-      finishedAt: Date.now(),
+export async function resolveDependents(engine: Engine, eventId: string, app: string, username: string): Promise<void> {
+  const released: Record<string, AppRow> = {};
+  const visit = async (id: string) => {
+    for (const dependent of engine.dependents.get(id) ?? []) {
+      const config = engine.apps.get(dependent);
+      if (!config) continue;
+      const row = await engine.store.resolveDependent(eventId, dependent, config.after, Date.now());
+      if (!row) continue;
+      logTransition(engine, eventId, dependent, row);
+      if (row.state === 'scheduled') released[dependent] = row;
+      else await visit(dependent);
+    }
+  };
+  await visit(app);
+  if (Object.keys(released).length > 0) await enqueueScheduled(engine, eventId, username, released);
+}
+
+/** Adds the delivery job of every `scheduled` row (a job id per event and app makes a second add a no-op). */
+export async function enqueueScheduled(
+  engine: Engine,
+  eventId: string,
+  username: string,
+  rows: Record<string, AppRow>,
+  now = Date.now(),
+): Promise<void> {
+  const byKind = new Map<string, { name: string; data: DeliveryJob; opts: JobsOptions }[]>();
+  for (const [appId, row] of Object.entries(rows)) {
+    const app = engine.apps.get(appId);
+    if (row.state !== 'scheduled' || !app) continue;
+    const jobs = byKind.get(app.kind) ?? [];
+    jobs.push({
+      name: appId,
+      data: { eventId, username },
+      opts: { jobId: deliveryJobId(eventId, appId), delay: Math.max(0, row.dueAt - now) },
     });
-    if (!row) continue;
-    logTransition(engine, eventId, dependent, row);
-    await skipDependents(engine, eventId, dependent, reason);
+    byKind.set(app.kind, jobs);
+  }
+  for (const [kind, jobs] of byKind) {
+    const queue = engine.queues.delivery.get(kind);
+    if (!queue) throw new Error(`no delivery queue for kind ${kind}`);
+    await queue.addBulk(jobs);
   }
 }

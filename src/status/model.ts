@@ -22,12 +22,15 @@ export interface AppRow {
   dueAt: number;
   startedAt?: number;
   finishedAt?: number;
+  /** Tries so far, the first included; an operator retry keeps counting. */
   attempts: number;
+  /** `attempts` when an operator last retried the app: the retry budget counts from there. */
+  retryFrom?: number;
   lastError?: string;
   detail?: string;
   warning?: string;
   supersededBy?: string;
-  /** Skipped because this dependency failed; runs again if an operator retries it successfully. */
+  /** Skipped because this dependency failed, was superseded or was not run; an operator retry of it that succeeds runs this row again. */
   blockedBy?: string;
 }
 

@@ -73,7 +73,11 @@ describe('the queue dashboard in a browser', () => {
     const confirm = page.getByRole('button', { name: 'Confirm' });
     if (await confirm.isVisible().catch(() => false)) await confirm.click();
     const s = await t.waitForEvent(eventId, ['done']);
-    expect(s.apps[0]).toMatchObject({ app: 'hr-portal', state: 'done', lastError: null });
+    // The same operator retry as the API: a fresh retry budget, attempts keep counting.
+    expect(s.apps[0]).toMatchObject({ app: 'hr-portal', state: 'done', lastError: null, attempts: 2 });
+    expect(
+      t.logs.some((l) => l.app === 'hr-portal' && l.state === 'scheduled' && l.by === 'operator (dashboard)'),
+    ).toBe(true);
     await context.close();
   });
 });

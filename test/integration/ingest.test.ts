@@ -149,7 +149,7 @@ describe('POST /v1/events deduplication', () => {
     await t.send(body, { id: 'evt_cred' });
     expect(await vault.get('evt_cred')).toBe('Fr3d-new-password');
     // Once planned, a wiped credential stays wiped: a late retry of the webhook must not resurrect it.
-    await t.ripple.engine.store.writePlan('evt_cred', {});
+    await t.ripple.engine.store.plan({ id: 'evt_cred', username: 'fred', occurredAtMs: Date.now() }, {}, Date.now());
     await vault.delete('evt_cred');
     await t.send(body, { id: 'evt_cred' });
     expect(await vault.has('evt_cred')).toBe(false);

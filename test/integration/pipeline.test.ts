@@ -136,17 +136,32 @@ describe('webhook delivery', () => {
     expect(rx.requests).toHaveLength(3);
   });
 
-  it('times out a receiver that never answers and retries it', async () => {
+  it('closes the connection of a receiver that never answers after timeout + settle, and retries it', async () => {
     const rx = await receiver((_req, n, res) => {
       if (n > 1) res.writeHead(204).end();
     });
     const t = await ripple({
-      apps: [webhookApp('hangs', rx.url, { timeout: '300ms', retry: { attempts: 2, backoff: '20ms' } })],
+      apps: [
+        webhookApp('hangs', rx.url, { timeout: '300ms', settle: '400ms', retry: { attempts: 2, backoff: '20ms' } }),
+      ],
     });
     const sent = await t.send(passwordChanged('erin'));
     const s = await t.waitForEvent(String(sent.json.eventId), ['done']);
     expect(appOf(s, 'hangs').attempts).toBe(2);
-    expect(t.logs.some((l) => l.app === 'hangs' && /TIMEOUT/.test(String(l.lastError)))).toBe(true);
+    expect(t.logs.some((l) => l.app === 'hangs' && /no answer within 300ms/.test(String(l.warning)))).toBe(true);
+    expect(t.logs.some((l) => l.app === 'hangs' && /TIMEOUT.*settle/.test(String(l.lastError)))).toBe(true);
+    expect((rx.requests[1]?.at ?? 0) - (rx.requests[0]?.at ?? 0)).toBeGreaterThanOrEqual(700);
+  });
+
+  it('counts a late answer (after timeout, within settle) as done, without sending the change twice', async () => {
+    const rx = await receiver((_req, _n, res) => {
+      setTimeout(() => res.writeHead(204).end(), 800);
+    });
+    const t = await ripple({ apps: [webhookApp('slow', rx.url, { timeout: '200ms', settle: '5s' })] });
+    const sent = await t.send(passwordChanged('erik'));
+    const s = await t.waitForEvent(String(sent.json.eventId), ['done']);
+    expect(appOf(s, 'slow')).toMatchObject({ state: 'done', attempts: 1 });
+    expect(rx.requests).toHaveLength(1);
   });
 });
 

@@ -37,6 +37,7 @@ export function appConfig<S>(
     after: [],
     retry: { attempts: 3, backoff: 1000, maxBackoff: 10_000 },
     timeout: opts.timeout ?? 10_000,
+    settle: 30_000,
     settings: adapter.settings({ configDir }).parse(settings),
     file: join(configDir, 'apps', `${id}.yaml`),
   };

@@ -15,6 +15,7 @@ const app = (id: string, extra: Partial<AppConfig> = {}): AppConfig => ({
   after: [],
   retry: { attempts: 3, backoff: 1000, maxBackoff: 60_000 },
   timeout: 10_000,
+  settle: 30_000,
   settings: {},
   file: `${id}.yaml`,
   ...extra,

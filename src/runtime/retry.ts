@@ -1,0 +1,97 @@
+import { Job } from 'bullmq';
+import type { AppRow } from '../status/model.js';
+import { type Engine, enqueueScheduled, logTransition } from './engine.js';
+import { deliveryJobId } from './queues.js';
+
+export type RetryOutcome = { ok: true; row: AppRow } | { ok: false; status: 404 | 409; error: string; message: string };
+
+/**
+ * An operator's retry of a dead-lettered app, the one way both the API and the dashboard do it:
+ * the row goes back to `scheduled` now with a fresh retry budget (`attempts` keeps counting),
+ * the apps that were skipped because of it wait on it again, and its job is added anew.
+ * A row left `active` by a job that failed outside the adapter is first recorded as failed.
+ */
+export async function retryApp(engine: Engine, eventId: string, appId: string, by: string): Promise<RetryOutcome> {
+  const ev = await engine.store.getEvent(eventId);
+  const row = ev?.rows[appId];
+  if (!ev || !row)
+    return { ok: false, status: 404, error: 'not_found', message: `no app ${appId} in event ${eventId}` };
+  if (!engine.apps.has(appId)) {
+    return {
+      ok: false,
+      status: 409,
+      error: 'app_not_configured',
+      message: `app ${appId} is not configured or disabled`,
+    };
+  }
+  const queue = engine.queues.delivery.get(row.kind);
+  const old = queue ? await Job.fromId(queue, deliveryJobId(eventId, appId)) : undefined;
+  if (row.state === 'active') await recordLostJob(engine, eventId, appId, old);
+  const now = Date.now();
+  const reset = await engine.store.patchIf(eventId, appId, ['failed'], {
+    state: 'scheduled',
+    dueAt: now,
+    retryFrom: row.attempts,
+    finishedAt: null,
+    startedAt: null,
+  });
+  if (!reset) {
+    return {
+      ok: false,
+      status: 409,
+      error: 'not_failed',
+      message: `app ${appId} is ${row.state}; only a failed app can be retried`,
+    };
+  }
+  logTransition(engine, eventId, appId, reset, { by });
+  await unblockDependents(engine, eventId, appId);
+  if (old) await old.remove().catch(() => undefined);
+  await enqueueScheduled(engine, eventId, ev.meta.user.username, { [appId]: reset }, now);
+  return { ok: true, row: reset };
+}
+
+/** An `active` row whose job failed (outside the adapter) or vanished can never finish: say so. */
+async function recordLostJob(engine: Engine, eventId: string, appId: string, job: Job | undefined): Promise<void> {
+  const state = job ? await job.getState() : 'missing';
+  if (state !== 'failed' && state !== 'missing' && state !== 'unknown') return;
+  const row = await engine.store.patchIf(eventId, appId, ['active'], {
+    state: 'failed',
+    finishedAt: Date.now(),
+    lastError: `INTERNAL: ${job?.failedReason || 'the delivery job was lost'}`,
+  });
+  if (row) logTransition(engine, eventId, appId, row);
+}
+
+/**
+ * The rows skipped because `appId` failed (transitively) wait on it again; each is then decided
+ * afresh, so one that is also blocked by another failed app is skipped again, naming that one.
+ */
+async function unblockDependents(engine: Engine, eventId: string, appId: string): Promise<void> {
+  const unblocked: string[] = [];
+  const visit = async (id: string) => {
+    for (const dependent of engine.dependents.get(id) ?? []) {
+      const row = await engine.store.getRow(eventId, dependent);
+      if (row?.state !== 'skipped' || row.blockedBy !== id) continue;
+      const waiting = await engine.store.patchIf(eventId, dependent, ['skipped'], {
+        state: 'waiting',
+        blockedBy: null,
+        lastError: null,
+        finishedAt: null,
+      });
+      if (!waiting) continue;
+      unblocked.push(dependent);
+      logTransition(engine, eventId, dependent, waiting);
+      await visit(dependent);
+    }
+  };
+  await visit(appId);
+  for (const dependent of unblocked) {
+    const row = await engine.store.resolveDependent(
+      eventId,
+      dependent,
+      engine.apps.get(dependent)?.after ?? [],
+      Date.now(),
+    );
+    if (row) logTransition(engine, eventId, dependent, row);
+  }
+}

@@ -1,0 +1,302 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { EmbeddedRedis } from '../../src/redis/embedded.js';
+import { deliveryJobId } from '../../src/runtime/queues.js';
+import {
+  ADMIN_TOKEN,
+  type EventStatus,
+  passwordChanged,
+  type ReceivedRequest,
+  startReceiver,
+  startRipple,
+  startTestRedis,
+  type TestRipple,
+  webhookApp,
+} from '../support/ripple.js';
+
+/**
+ * The ordering guarantees, each tried against the input that used to break it: the newest
+ * change wins at every target, whatever the clocks, arrival order, timeouts, retries or crashes.
+ */
+let redis: EmbeddedRedis;
+const cleanups: (() => Promise<void>)[] = [];
+beforeAll(async () => {
+  redis = await startTestRedis();
+});
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()?.();
+});
+afterAll(async () => {
+  await redis?.stop();
+});
+
+async function receiver(...args: Parameters<typeof startReceiver>) {
+  const r = await startReceiver(...args);
+  cleanups.push(r.close);
+  return r;
+}
+async function ripple(opts: Omit<Parameters<typeof startRipple>[0], 'redisUrl'>): Promise<TestRipple> {
+  const t = await startRipple({ redisUrl: redis.url, ...opts });
+  cleanups.unshift(t.close);
+  return t;
+}
+const row = (s: EventStatus, app: string) => {
+  const found = s.apps.find((a) => a.app === app);
+  if (!found) throw new Error(`no row for ${app} in ${JSON.stringify(s.apps)}`);
+  return found;
+};
+/** Which event (and app) a webhook request carried. */
+const carried = (r: ReceivedRequest) => {
+  const { data } = JSON.parse(r.body) as { data: { eventId: string; app: string } };
+  return { eventId: data.eventId, app: data.app };
+};
+const at = (offsetMs: number) => new Date(Date.now() + offsetMs).toISOString();
+const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+describe('occurredAt from clocks Ripple does not control', () => {
+  it('refuses a change dated more than 5 minutes ahead, so it cannot lock the user out of later ones', async () => {
+    const rx = await receiver();
+    const t = await ripple({ apps: [webhookApp('app', rx.url)] });
+    const future = await t.send({ ...passwordChanged('mallory'), occurredAt: '2099-01-01T00:00:00Z' });
+    expect(future.status).toBe(400);
+    expect(future.json).toMatchObject({ error: 'invalid_body', issues: [{ field: 'occurredAt' }] });
+    expect(String(future.json.message)).toMatch(/occurredAt: is more than 5 minutes after/);
+    // A little skew is fine.
+    const skewed = await t.send({ ...passwordChanged('mallory'), occurredAt: at(60_000) });
+    expect(skewed.status).toBe(202);
+    await t.waitForEvent(String(skewed.json.eventId), ['done']);
+    const genuine = await t.send({ ...passwordChanged('mallory'), occurredAt: at(61_000) });
+    expect((await t.waitForEvent(String(genuine.json.eventId), ['done'])).state).toBe('done');
+  });
+
+  it('refuses a change older than status.retention, when Ripple can no longer tell whether a newer one won', async () => {
+    const rx = await receiver();
+    const t = await ripple({ apps: [webhookApp('app', rx.url)], service: { status: { retention: '1d' } } });
+    const old = await t.send({ ...passwordChanged('olga'), occurredAt: at(-2 * 86_400_000) });
+    expect(old.status).toBe(400);
+    expect(old.json).toMatchObject({ issues: [{ field: 'occurredAt' }] });
+    expect(String(old.json.message)).toContain('older than status.retention (1d)');
+    const recent = await t.send({ ...passwordChanged('olga'), occurredAt: at(-3_600_000) });
+    expect(recent.status).toBe(202);
+  });
+
+  it('with equal occurredAt, the change that arrived last wins, whatever the ids', async () => {
+    const rx = await receiver();
+    const t = await ripple({ apps: [webhookApp('app', rx.url, { delay: '300ms' })] });
+    const second = new Date(Math.floor(Date.now() / 1000) * 1000).toISOString(); // second precision
+    // The first to arrive has the larger id: ordering by id would let it win.
+    const first = await t.send({ ...passwordChanged('pat'), occurredAt: second }, { id: 'evt_zzz_first' });
+    const last = await t.send({ ...passwordChanged('pat'), occurredAt: second }, { id: 'evt_aaa_last' });
+    expect(row(await t.waitForEvent(String(first.json.eventId), ['superseded']), 'app').supersededBy).toBe(
+      'evt_aaa_last',
+    );
+    await t.waitForEvent(String(last.json.eventId), ['done']);
+    expect(rx.requests.map((r) => carried(r).eventId)).toEqual(['evt_aaa_last']);
+  });
+});
+
+describe('deliveries for one user and app never overlap at the target', () => {
+  it('a newer change waits while an older request is still open past its timeout, then goes at once', async () => {
+    const applied: { eventId: string; at: number }[] = [];
+    const rx = await receiver((req, n, res) => {
+      // The first request takes 3 s to apply, long past the 1 s timeout; the target applies it anyway.
+      const ms = n === 1 ? 3_000 : 10;
+      setTimeout(() => {
+        applied.push({ eventId: carried(req).eventId, at: Date.now() });
+        res.writeHead(204).end();
+      }, ms);
+    });
+    const t = await ripple({ apps: [webhookApp('slow-app', rx.url, { timeout: '1s' })] });
+    const older = await t.send({ ...passwordChanged('quinn'), occurredAt: at(-1_000) });
+    await t.waitFor('the older request to be open', async () => rx.requests.length === 1);
+    const newer = await t.send(passwordChanged('quinn'));
+    await t.waitForEvent(String(newer.json.eventId), ['done'], 15_000);
+    expect(applied.map((a) => a.eventId)).toEqual([older.json.eventId, newer.json.eventId]);
+    // Woken when the older one let go, not when its lock would have expired (timeout + settle).
+    const gap = (applied[1]?.at ?? 0) - (applied[0]?.at ?? 0);
+    expect(gap).toBeLessThan(2_000);
+    // The older request's late answer counts: done after one attempt, nothing sent twice.
+    expect(row(await t.status(String(older.json.eventId)), 'slow-app')).toMatchObject({ state: 'done', attempts: 1 });
+    expect(rx.requests).toHaveLength(2);
+  });
+});
+
+describe('every path that ends an app settles its dependents', () => {
+  it('an older app superseded at the delivery gate skips its dependents the newer change does not cover', async () => {
+    let calls = 0;
+    const rx = await receiver((req, _n, res) => {
+      if (carried(req).app === 'dir') {
+        calls++;
+        // The older event's first attempt is in flight while the newer one is planned, then fails.
+        if (calls === 1) return void setTimeout(() => res.writeHead(503).end('busy'), 500);
+      }
+      res.writeHead(204).end();
+    });
+    const t = await ripple({
+      apps: [
+        webhookApp('dir', rx.url, { retry: { attempts: 3, backoff: '200ms' } }),
+        webhookApp('vpn', rx.url, { after: ['dir'], assign: { groups: ['eng'] } }),
+      ],
+    });
+    const older = await t.send({ ...passwordChanged('rosa'), occurredAt: at(-1_000) });
+    await t.waitFor('the older delivery to be in flight', async () => calls === 1);
+    // Meanwhile rosa left the eng group: the newer change does not cover vpn.
+    const newer = await t.send({ ...passwordChanged('rosa'), user: { id: 'u-rosa', username: 'rosa', groups: [] } });
+    const o = await t.waitForEvent(String(older.json.eventId), ['superseded']);
+    expect(row(o, 'dir')).toMatchObject({ state: 'superseded', supersededBy: newer.json.eventId });
+    expect(row(o, 'vpn')).toMatchObject({
+      state: 'skipped',
+      lastError: `not run: dir was superseded by ${newer.json.eventId}`,
+    });
+    await t.waitForEvent(String(newer.json.eventId), ['done']);
+  });
+
+  it('a planning interrupted after its one atomic step is finished by the re-run: older rows superseded, dependents skipped', async () => {
+    const rx = await receiver();
+    const apps = [
+      webhookApp('dir', rx.url, { delay: '1h' }),
+      webhookApp('vpn', rx.url, { after: ['dir'], assign: { groups: ['eng'] } }),
+    ];
+    const t = await ripple({ apps });
+    const older = await t.send({ ...passwordChanged('sam'), occurredAt: at(-1_000) });
+    await t.waitFor('older planned', async () => row(await t.status(String(older.json.eventId)), 'vpn'));
+    await t.ripple.engine.queues.events.pause();
+    const newer = await t.send({ ...passwordChanged('sam'), user: { id: 'u-sam', username: 'sam', groups: [] } });
+    const newerId = String(newer.json.eventId);
+    // The planner's atomic step ran, then the process died before it superseded anything.
+    await t.ripple.engine.store.plan(
+      { id: newerId, username: 'sam', occurredAtMs: Date.now() },
+      { dir: { kind: 'webhook', action: 'revoke', state: 'scheduled', dueAt: Date.now() + 3_600_000, attempts: 0 } },
+      Date.now(),
+    );
+    expect(row(await t.status(String(older.json.eventId)), 'dir').state).toBe('scheduled');
+    await t.ripple.engine.queues.events.resume();
+    const o = await t.waitForEvent(String(older.json.eventId), ['superseded']);
+    expect(row(o, 'dir')).toMatchObject({ state: 'superseded', supersededBy: newerId });
+    expect(row(o, 'vpn')).toMatchObject({ state: 'skipped', blockedBy: 'dir' });
+  });
+
+  it('an operator retry keeps after: order: c (after a, b) runs only once b (after a) is done', async () => {
+    let refuseA = true;
+    const rx = await receiver((req, _n, res) => {
+      const app = carried(req).app;
+      // z-second is slow: a c-third that did not wait for it would arrive while it is in flight.
+      setTimeout(() => res.writeHead(app === 'a' && refuseA ? 400 : 204).end(), app === 'z-second' ? 300 : 0);
+    });
+    // `c-third` sorts before `z-second`: the dependents of `a` are visited c first.
+    const t = await ripple({
+      apps: [
+        webhookApp('a', rx.url),
+        webhookApp('z-second', rx.url, { after: ['a'] }),
+        webhookApp('c-third', rx.url, { after: ['a', 'z-second'] }),
+      ],
+    });
+    const sent = await t.send(passwordChanged('tess'));
+    const id = String(sent.json.eventId);
+    const partial = await t.waitForEvent(id, ['partial']);
+    expect(row(partial, 'z-second')).toMatchObject({ state: 'skipped', lastError: 'not run: a failed' });
+    expect(row(partial, 'c-third')).toMatchObject({ state: 'skipped', lastError: 'not run: a failed' });
+    refuseA = false;
+    const retry = await t.http.inject({ method: 'POST', url: `/v1/events/${id}/apps/a/retry`, headers: admin });
+    expect(retry.statusCode).toBe(202);
+    const done = await t.waitForEvent(id, ['done']);
+    expect(rx.requests.map((r) => carried(r).app)).toEqual(['a', 'a', 'z-second', 'c-third']);
+    expect(Date.parse(String(row(done, 'c-third').startedAt))).toBeGreaterThanOrEqual(
+      Date.parse(String(row(done, 'z-second').finishedAt)),
+    );
+  });
+
+  it('an operator retry that unblocks one dependency leaves a row blocked by another failed one skipped, naming it', async () => {
+    const rx = await receiver((req, _n, res) => {
+      res.writeHead(['a', 'b'].includes(carried(req).app) ? 400 : 204).end();
+    });
+    const t = await ripple({
+      apps: [webhookApp('a', rx.url), webhookApp('b', rx.url), webhookApp('c', rx.url, { after: ['a', 'b'] })],
+    });
+    const sent = await t.send(passwordChanged('uma'));
+    const id = String(sent.json.eventId);
+    await t.waitForEvent(id, ['partial']);
+    await t.http.inject({ method: 'POST', url: `/v1/events/${id}/apps/a/retry`, headers: admin });
+    const s = await t.waitFor('a failed again, c skipped again', async () => {
+      const now = await t.status(id);
+      return row(now, 'a').attempts === 2 && row(now, 'a').state === 'failed' ? now : undefined;
+    });
+    expect(row(s, 'c')).toMatchObject({ state: 'skipped', blockedBy: 'b', lastError: 'not run: b failed' });
+    expect(s.state).toBe('partial');
+  });
+});
+
+describe('a final row is never delivered again', () => {
+  it('a job added again for a done app completes without calling the target', async () => {
+    const rx = await receiver();
+    const t = await ripple({ apps: [webhookApp('once', rx.url)] });
+    const sent = await t.send(passwordChanged('vic'));
+    const id = String(sent.json.eventId);
+    await t.waitForEvent(id, ['done']);
+    const queue = t.ripple.engine.queues.delivery.get('webhook');
+    const again = await queue?.add('once', { eventId: id, username: 'vic' }, { jobId: deliveryJobId(id, 'once') });
+    expect(again?.id).toBe(deliveryJobId(id, 'once'));
+    // Completed jobs are removed: gone means it ran to the end.
+    await t.waitFor('the repeated job to finish', async () => !(await queue?.getJob(deliveryJobId(id, 'once'))));
+    expect(rx.requests).toHaveLength(1);
+    expect(row(await t.status(id), 'once')).toMatchObject({ state: 'done', attempts: 1 });
+  });
+});
+
+describe('a failure outside the adapter', () => {
+  it('leaves the row failed with the reason (not active), and an operator can retry it', async () => {
+    const rx = await receiver();
+    const t = await ripple({ apps: [webhookApp('app', rx.url)] });
+    const store = t.ripple.engine.store;
+    const realFinish = store.finish.bind(store);
+    let broken = true;
+    store.finish = async (args) => {
+      if (broken && args.patch?.state === 'done') {
+        broken = false;
+        throw new Error('OOM command not allowed when used memory > maxmemory');
+      }
+      return realFinish(args);
+    };
+    const sent = await t.send(passwordChanged('wes'));
+    const id = String(sent.json.eventId);
+    const failed = await t.waitForEvent(id, ['partial']);
+    expect(row(failed, 'app')).toMatchObject({ state: 'failed' });
+    expect(row(failed, 'app').lastError).toContain('INTERNAL: OOM command not allowed');
+    const retry = await t.http.inject({ method: 'POST', url: `/v1/events/${id}/apps/app/retry`, headers: admin });
+    expect(retry.statusCode).toBe(202);
+    expect(row(await t.waitForEvent(id, ['done']), 'app')).toMatchObject({ state: 'done', attempts: 2 });
+  });
+});
+
+describe('assign', () => {
+  it('users: [alice] covers Alice: usernames compare without case', async () => {
+    const rx = await receiver();
+    const t = await ripple({ apps: [webhookApp('only-alice', rx.url, { assign: { users: ['alice'] } })] });
+    const sent = await t.send(passwordChanged('Alice'));
+    const s = await t.waitForEvent(String(sent.json.eventId), ['done']);
+    expect(row(s, 'only-alice').state).toBe('done');
+  });
+});
+
+describe('rate limit', () => {
+  it('gives each waiting delivery its own slot: about one gate call per job, not one per job per window', async () => {
+    const rx = await receiver();
+    const t = await ripple({ apps: [webhookApp('limited', rx.url, { rateLimit: { max: 5, per: '500ms' } })] });
+    const store = t.ripple.engine.store;
+    const realBegin = store.begin.bind(store);
+    let gateCalls = 0;
+    store.begin = (args) => {
+      gateCalls++;
+      return realBegin(args);
+    };
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) ids.push(String((await t.send(passwordChanged(`rl${i}`))).json.eventId));
+    const starts: number[] = [];
+    for (const id of ids)
+      starts.push(Date.parse(String(row(await t.waitForEvent(id, ['done'], 10_000), 'limited').startedAt)));
+    // 20 jobs, 5 per window: 5 go at once, 15 reserve a later slot and then run on it.
+    expect(gateCalls).toBeLessThanOrEqual(20 + 15 + 2);
+    const perWindow = new Map<number, number>();
+    for (const s of starts) perWindow.set(Math.floor(s / 500), (perWindow.get(Math.floor(s / 500)) ?? 0) + 1);
+    expect(Math.max(...perWindow.values())).toBeLessThanOrEqual(5 + 1);
+  });
+});
