@@ -45,6 +45,14 @@ describe('kind: radius settings', () => {
       'integer',
     );
     expect(issues({ nas: [] })).toContain('at least one NAS');
+    expect(
+      issues({
+        nas: [
+          { host: 'h', secret: 's' },
+          { host: 'h', port: 3799, secret: 't' },
+        ],
+      }),
+    ).toContain('h:3799 is listed twice');
     expect(issues({ nas: [{ host: 'h', secret: '' }] })).toContain('shared secret');
   });
 
