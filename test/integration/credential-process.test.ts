@@ -8,6 +8,7 @@ import { exited, spawnRipple } from '../support/cli.js';
 import { type Freeradius, startFreeradius } from '../support/freeradius.js';
 import {
   ADMIN_TOKEN,
+  type AppStatus,
   type EventStatus,
   passwordChanged,
   signedHeaders,
@@ -63,9 +64,30 @@ async function waitForEvent(base: string, eventId: string, timeoutMs = 30_000): 
   throw new Error(`event ${eventId} not finished within ${timeoutMs} ms: ${last}`);
 }
 
+async function waitForApp(
+  base: string,
+  eventId: string,
+  app: string,
+  until: (row: AppStatus) => boolean,
+  timeoutMs = 30_000,
+): Promise<AppStatus> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    const res = await fetch(`${base}/v1/events/${eventId}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    const row = res.status === 200 ? ((await res.json()) as EventStatus).apps.find((a) => a.app === app) : undefined;
+    last = JSON.stringify(row);
+    if (row && until(row)) return row;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`app ${app} of ${eventId} not as expected within ${timeoutMs} ms: ${last}`);
+}
+
 describe('ldap then radius through bin/ripple.js start', () => {
-  it('the new password works and the old fails at FreeRADIUS, and the Wi-Fi session is disconnected, in order', async () => {
+  it('the new password works and the old fails at FreeRADIUS; each NAS disconnects the user once, after LDAP, across retries', async () => {
     expect(await pap('carol-old-pw')).toBe('accept');
+    const downPort = await freePort();
+    let late: Freeradius | undefined;
     const configDir = writeConfig(
       [
         {
@@ -84,9 +106,17 @@ describe('ldap then radius through bin/ripple.js start', () => {
           id: 'wifi',
           kind: 'radius',
           after: ['corp-ldap'],
+          retry: { attempts: 30, backoff: '200ms', maxBackoff: '1s' },
           radius: {
-            // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${ENV} reference in YAML
-            nas: [{ host: '127.0.0.1', port: radius.coaPort, secret: '${TEST_NAS_SECRET}' }],
+            nas: [
+              // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${ENV} reference in YAML
+              { host: '127.0.0.1', port: radius.coaPort, secret: '${TEST_NAS_SECRET}' },
+              // A second NAS, down at first.
+              // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${ENV} reference in YAML
+              { host: '127.0.0.1', port: downPort, secret: '${TEST_NAS_SECRET}' },
+            ],
+            timeout: '200ms',
+            retransmits: 1,
           },
         },
       ],
@@ -114,11 +144,27 @@ describe('ldap then radius through bin/ripple.js start', () => {
       });
       expect(res.status).toBe(202);
 
+      // The first NAS ACKs, the second does not answer: the app is retried. Then the second comes up.
+      const retrying = await waitForApp(base, eventId, 'wifi', (a) => a.state === 'retrying');
+      expect(retrying.lastError).toMatch(
+        new RegExp(`RADIUS_NO_REPLY: .*127\\.0\\.0\\.1:${radius.coaPort}: Disconnect-ACK`),
+      );
+      late = await startFreeradius({
+        ldap: { url: slapd.url, bindDN: slapd.rootDN, password: slapd.rootPassword, baseDN: slapd.baseDN },
+        nasSecret: NAS_SECRET,
+        coa: 'ack',
+        coaPort: downPort,
+      });
+
       const status = await waitForEvent(base, eventId);
       const row = (app: string) => status.apps.find((a) => a.app === app);
       expect(status.state).toBe('done');
       expect(row('corp-ldap')).toMatchObject({ state: 'done', attempts: 1, lastError: null });
-      expect(row('wifi')).toMatchObject({ state: 'done', action: 'revoke', attempts: 1, lastError: null });
+      expect(row('wifi')).toMatchObject({ state: 'done', action: 'revoke', lastError: null });
+      expect(row('wifi')?.attempts).toBeGreaterThanOrEqual(2);
+      expect(row('wifi')?.detail).toContain(
+        `127.0.0.1:${radius.coaPort}: Disconnect-ACK (answered in an earlier attempt`,
+      );
       // radius started only after ldap had finished (after: [corp-ldap]).
       expect(Date.parse(String(row('wifi')?.startedAt))).toBeGreaterThanOrEqual(
         Date.parse(String(row('corp-ldap')?.finishedAt)),
@@ -129,11 +175,15 @@ describe('ldap then radius through bin/ripple.js start', () => {
       // What the user notices at the RADIUS server.
       expect(await pap('carol-New-pw-2026')).toBe('accept');
       expect(await pap('carol-old-pw')).toBe('reject');
-      const log = radius.output();
-      expect(log.match(/Received Disconnect-Request Id/g)).toHaveLength(1);
-      expect(log).toContain('User-Name = "carol"');
-      expect(log).toMatch(/Sent Disconnect-ACK/);
+      // Each NAS disconnected carol exactly once, across all the attempts.
+      for (const nas of [radius, late]) {
+        const log = nas.output();
+        expect(log.match(/Received Disconnect-Request Id/g)).toHaveLength(1);
+        expect(log).toContain('User-Name = "carol"');
+        expect(log.match(/Sent Disconnect-ACK/g)).toHaveLength(1);
+      }
     } finally {
+      await late?.stop();
       ripple?.child.kill('SIGTERM');
       if (ripple) await exited(ripple.child);
       rmSync(configDir, { recursive: true, force: true });
