@@ -115,7 +115,7 @@ describe('ldap then radius through bin/ripple.js start', () => {
               // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${ENV} reference in YAML
               { host: '127.0.0.1', port: downPort, secret: '${TEST_NAS_SECRET}' },
             ],
-            timeout: '200ms',
+            timeout: '500ms',
             retransmits: 1,
           },
         },

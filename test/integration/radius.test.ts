@@ -210,7 +210,7 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
     const radius = await startRadius();
     const strict = radiusTarget({
       nas: [{ host: '127.0.0.1', port: radius.coaPort, secret: SECRET, requireMessageAuthenticator: true }],
-      timeout: '300ms',
+      timeout: '1s',
       retransmits: 0,
     });
     const err = await failure(strict.deliver(ctx('alice', 'revoke')));
@@ -257,7 +257,7 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
       { host: '127.0.0.1', port: acking.coaPort, secret: SECRET },
       { host: '127.0.0.1', port: downPort, secret: SECRET },
     ];
-    const settings = { nas, timeout: '200ms', retransmits: 1 };
+    const settings = { nas, timeout: '500ms', retransmits: 1 };
     const event = passwordChange({ username: 'alice' });
 
     const err = await failure(radiusTarget(settings).deliver(ctx('alice', 'revoke', undefined, { event })));
@@ -289,8 +289,8 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
         { host: '127.0.0.1', port: naking.coaPort, secret: SECRET },
         { host: '127.0.0.1', port: downPort, secret: SECRET },
       ],
-      timeout: '200ms',
-      retransmits: 0,
+      timeout: '500ms',
+      retransmits: 1,
     };
     const event = passwordChange({ username: 'alice' });
     const first = await failure(radiusTarget(settings).deliver(ctx('alice', 'revoke', undefined, { event })));
