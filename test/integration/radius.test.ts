@@ -1,34 +1,106 @@
-import { createSocket } from 'node:dgram';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createHash, randomUUID } from 'node:crypto';
+import { createSocket, type Socket } from 'node:dgram';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AppConfig } from '../../src/config/types.js';
 import { PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
-import type { Action, DeliveryContext, EngineServices, Target } from '../../src/targets/adapter.js';
+import type { EmbeddedRedis } from '../../src/redis/embedded.js';
+import type { Action, DeliveryContext, EngineServices, PasswordChange, Target } from '../../src/targets/adapter.js';
 import { freePort } from '../../src/util/server-process.js';
 import { ldapAdapter } from '../../workers/ldap/index.js';
+import { Attr, Code } from '../../workers/radius/codec.js';
 import { accessRequest, radiusAdapter } from '../../workers/radius/index.js';
 import { type Freeradius, type FreeradiusOptions, startFreeradius } from '../support/freeradius.js';
+import { startTestRedis } from '../support/ripple.js';
 import { type Slapd, startSlapd } from '../support/slapd.js';
 import { appConfig, deliveryContext, deliveryFailure, passwordChange, silentLog } from '../support/targets.js';
 
-const services = { log: silentLog } as unknown as EngineServices;
 const SECRET = 'nas-secret-for-tests';
 
-function radiusTarget(raw: Record<string, unknown>, action: Action = 'revoke'): Target {
-  return radiusAdapter.create(appConfig(radiusAdapter, 'test-radius', raw, action), services);
+let redis: EmbeddedRedis;
+let client: Redis;
+/** Each test its own key prefix, as each Ripple instance has. */
+let services: EngineServices;
+
+beforeAll(async () => {
+  redis = await startTestRedis();
+  client = new Redis(redis.url);
+});
+afterAll(async () => {
+  client?.disconnect();
+  await redis?.stop();
+});
+beforeEach(() => {
+  services = {
+    log: silentLog,
+    redis: client,
+    prefix: `t${randomUUID().slice(0, 8)}`,
+    config: { status: { retention: 86_400_000 } },
+  } as unknown as EngineServices;
+});
+
+/** A new target each call, as another worker process (or a restarted one) would create it. */
+function radiusTarget(raw: Record<string, unknown>, action: Action = 'revoke', id = 'test-radius'): Target {
+  return radiusAdapter.create(appConfig(radiusAdapter, id, raw, action), services);
 }
 
 function ldapTarget(raw: Record<string, unknown>): Target {
   return ldapAdapter.create(appConfig(ldapAdapter, 'test-ldap', raw, 'refresh'), services);
 }
 
-function ctx(username: string, action: Action, password?: string): DeliveryContext {
-  return deliveryContext({ timeout: 10_000, action } as AppConfig, passwordChange({ username }), services, {
-    action,
-    password,
-  });
+function ctx(
+  username: string,
+  action: Action,
+  password?: string,
+  opts: { event?: PasswordChange; attempt?: number } = {},
+): DeliveryContext {
+  const event = opts.event ?? passwordChange({ username });
+  return {
+    ...deliveryContext({ timeout: 10_000, action } as AppConfig, event, services, { action, password }),
+    attempt: opts.attempt ?? 1,
+  };
 }
 
 const failure = deliveryFailure;
+
+const received = (radius: Freeradius, request = 'Disconnect-Request') =>
+  radius.output().match(new RegExp(`Received ${request} Id`, 'g'))?.length ?? 0;
+
+/**
+ * A hostile or downgraded "NAS" on a UDP port: it knows the secret (as a Blast-RADIUS forger
+ * effectively does for the Response Authenticator, through an MD5 collision) and answers every
+ * request with a Disconnect-ACK whose Response Authenticator verifies, but with no
+ * Message-Authenticator (`unsigned`) or a wrong one (`bad-signature`).
+ */
+async function forgingResponder(port: number, mode: 'unsigned' | 'bad-signature') {
+  const socket: Socket = createSocket('udp4');
+  await new Promise<void>((res) => socket.bind(port, '127.0.0.1', () => res()));
+  let requests = 0;
+  socket.on('message', (msg, from) => {
+    requests++;
+    const attrs =
+      mode === 'bad-signature'
+        ? Buffer.concat([Buffer.from([Attr.MessageAuthenticator, 18]), Buffer.alloc(16, 1)])
+        : Buffer.alloc(0);
+    const reply = Buffer.alloc(20 + attrs.length);
+    reply[0] = Code.DisconnectAck;
+    reply[1] = msg[1] as number;
+    reply.writeUInt16BE(reply.length, 2);
+    attrs.copy(reply, 20);
+    createHash('md5')
+      .update(reply.subarray(0, 4))
+      .update(msg.subarray(4, 20))
+      .update(attrs)
+      .update(SECRET)
+      .digest()
+      .copy(reply, 4);
+    socket.send(reply, from.port, from.address);
+  });
+  return {
+    requests: () => requests,
+    close: () => new Promise<void>((res) => socket.close(() => res())),
+  };
+}
 
 describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () => {
   let slapd: Slapd;
@@ -57,7 +129,8 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
 
   it('after the LDAP change, PAP gets Access-Accept with the new password and Access-Reject with the old', async () => {
     const radius = await startRadius();
-    const peer = { host: '127.0.0.1', port: radius.authPort, secret: SECRET };
+    // Stock FreeRADIUS 3.2.1 does not sign Access replies: the Response Authenticator is what verifies.
+    const peer = { host: '127.0.0.1', port: radius.authPort, secret: SECRET, requireMessageAuthenticator: false };
     expect((await accessRequest(peer, 'alice', 'alice-old')).result).toBe('accept');
 
     const ldap = ldapTarget({
@@ -68,28 +141,175 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
     });
     expect((await ldap.deliver(ctx('alice', 'refresh', 'alice-new'))).outcome).toBe('done');
 
-    const fresh = await accessRequest(peer, 'alice', 'alice-new');
-    expect(fresh.result).toBe('accept');
-    // FreeRADIUS's reply was verified, Message-Authenticator included.
-    expect(fresh.exchange.messageAuthenticator).toBe('valid');
+    expect((await accessRequest(peer, 'alice', 'alice-new')).result).toBe('accept');
     expect((await accessRequest(peer, 'alice', 'alice-old')).result).toBe('reject');
-    expect(radius.output()).not.toContain('invalid Message-Authenticator');
+    // FreeRADIUS required and accepted our requests' Message-Authenticator.
+    expect(radius.output()).not.toMatch(
+      /invalid Message-Authenticator|does not contain required Message-Authenticator/,
+    );
   });
 
-  it('revoke: Disconnect-Request is ACKed, and FreeRADIUS accepted its Message-Authenticator', async () => {
+  it("revoke against FreeRADIUS's stock coa server (Disconnect-ACK without Message-Authenticator): done, with a warning", async () => {
     const radius = await startRadius();
     const target = radiusTarget({ nas: [{ host: '127.0.0.1', port: radius.coaPort, secret: SECRET }] });
     const result = await target.deliver(ctx('alice', 'revoke'));
     expect(result.outcome).toBe('done');
     expect(result.detail).toContain(`127.0.0.1:${radius.coaPort}: Disconnect-ACK`);
+    expect(result.warning).toMatch(/no Message-Authenticator.*Blast-RADIUS/);
     const out = radius.output();
     // The client requires Message-Authenticator: a request without a valid one is dropped, not answered.
     expect(out).toMatch(
       /Received Disconnect-Request Id \d+[^\n]*\n\s*(\(\d+\)\s*)?Message-Authenticator = 0x[0-9a-f]{32}/,
     );
     expect(out).toContain('User-Name = "alice"');
-    expect(out).toMatch(/Sent Disconnect-ACK/);
+    expect(out).toMatch(/Sent Disconnect-ACK Id \d+ [^\n]* length 20/);
     expect(out).not.toMatch(/invalid Message-Authenticator|does not contain required Message-Authenticator/);
+  });
+
+  it('auto: once a NAS has signed a reply, an unsigned one from it is refused (downgrade), by every worker', async () => {
+    const signing = await startRadius({ signReplies: true });
+    const nas = { host: '127.0.0.1', port: signing.coaPort, secret: SECRET };
+    const first = await radiusTarget({ nas: [nas] }).deliver(ctx('alice', 'revoke'));
+    expect(first.outcome).toBe('done');
+    // FreeRADIUS 3.2.1 signs CoA/Disconnect replies over a zeroed authenticator: accepted, said so.
+    expect(first.warning).toMatch(/zeroed authenticator/);
+    expect(first.warning).not.toMatch(/no Message-Authenticator/);
+    // The signed Access replies of the same server verify per RFC 3579.
+    const access = await accessRequest(
+      { host: '127.0.0.1', port: signing.authPort, secret: SECRET, requireMessageAuthenticator: true },
+      'bob',
+      'bob-old',
+    );
+    expect(access.exchange.messageAuthenticator).toBe('valid');
+
+    // The same NAS address now answers without Message-Authenticator.
+    await signing.stop();
+    const forger = await forgingResponder(signing.coaPort, 'unsigned');
+    try {
+      // A new target, as in another worker process or after a restart: the memory is in Redis.
+      const err = await failure(
+        radiusTarget({ nas: [{ ...nas }], timeout: '200ms', retransmits: 1 }).deliver(ctx('alice', 'revoke')),
+      );
+      expect(err).toBeInstanceOf(PermanentDeliveryError);
+      expect(err.code).toBe('RADIUS_REPLY_UNVERIFIED');
+      expect(err.message).toContain(`127.0.0.1:${signing.coaPort}`);
+      expect(err.message).toMatch(/signed its replies before.*downgrade/);
+      expect(err.message).toContain('requireMessageAuthenticator: false');
+      expect(forger.requests()).toBe(2);
+
+      // Another app never saw this NAS sign: auto accepts, with the warning.
+      const other = await radiusTarget({ nas: [nas] }, 'revoke', 'other-radius').deliver(ctx('alice', 'revoke'));
+      expect(other.outcome).toBe('done');
+      expect(other.warning).toMatch(/no Message-Authenticator/);
+    } finally {
+      await forger.close();
+    }
+  });
+
+  it('requireMessageAuthenticator: true refuses the stock unsigned Disconnect-ACK', async () => {
+    const radius = await startRadius();
+    const strict = radiusTarget({
+      nas: [{ host: '127.0.0.1', port: radius.coaPort, secret: SECRET, requireMessageAuthenticator: true }],
+      timeout: '1s',
+      retransmits: 0,
+    });
+    const err = await failure(strict.deliver(ctx('alice', 'revoke')));
+    expect(err).toBeInstanceOf(PermanentDeliveryError);
+    expect(err.code).toBe('RADIUS_REPLY_UNVERIFIED');
+    expect(err.message).toMatch(/without Message-Authenticator.*requireMessageAuthenticator: true/);
+    expect(radius.output()).toMatch(/Sent Disconnect-ACK/);
+  });
+
+  it('a Message-Authenticator that is present must verify, whatever the mode', async () => {
+    const port = await freePort();
+    const forger = await forgingResponder(port, 'bad-signature');
+    try {
+      for (const requireMessageAuthenticator of [false, 'auto', true]) {
+        const err = await failure(
+          radiusTarget({
+            nas: [{ host: '127.0.0.1', port, secret: SECRET, requireMessageAuthenticator }],
+            timeout: '200ms',
+            retransmits: 0,
+          }).deliver(ctx('alice', 'revoke')),
+        );
+        expect(err.code).toBe('RADIUS_REPLY_UNVERIFIED');
+        expect(err.message).toContain('Message-Authenticator does not match');
+      }
+    } finally {
+      await forger.close();
+    }
+  });
+
+  it('requireMessageAuthenticator: false accepts unsigned replies, with a warning', async () => {
+    const radius = await startRadius();
+    const lax = radiusTarget({
+      nas: [{ host: '127.0.0.1', port: radius.coaPort, secret: SECRET, requireMessageAuthenticator: false }],
+    });
+    const result = await lax.deliver(ctx('alice', 'revoke'));
+    expect(result.outcome).toBe('done');
+    expect(result.warning).toMatch(/requireMessageAuthenticator: false.*Blast-RADIUS/);
+  });
+
+  it('a retry sends Disconnect only to the NAS that have not answered: the user is kicked off each NAS once', async () => {
+    const acking = await startRadius();
+    const downPort = await freePort();
+    const nas = [
+      { host: '127.0.0.1', port: acking.coaPort, secret: SECRET },
+      { host: '127.0.0.1', port: downPort, secret: SECRET },
+    ];
+    const settings = { nas, timeout: '500ms', retransmits: 1 };
+    const event = passwordChange({ username: 'alice' });
+
+    const err = await failure(radiusTarget(settings).deliver(ctx('alice', 'revoke', undefined, { event })));
+    expect(err).toBeInstanceOf(TransientDeliveryError);
+    expect(err.code).toBe('RADIUS_NO_REPLY');
+    expect(err.message).toContain(`127.0.0.1:${acking.coaPort}: Disconnect-ACK`);
+    expect(received(acking)).toBe(1);
+
+    // The second NAS comes up; the next attempt (in any worker) contacts it alone.
+    const late = await startRadius({ coaPort: downPort });
+    const result = await radiusTarget(settings).deliver(ctx('alice', 'revoke', undefined, { event, attempt: 2 }));
+    expect(result.outcome).toBe('done');
+    expect(result.detail).toContain(`127.0.0.1:${acking.coaPort}: Disconnect-ACK (answered in an earlier attempt`);
+    expect(result.detail).toContain(`127.0.0.1:${downPort}: Disconnect-ACK`);
+    expect(received(acking)).toBe(1);
+    expect(received(late)).toBe(1);
+
+    // A new change (another event) disconnects everywhere again.
+    await radiusTarget(settings).deliver(ctx('alice', 'revoke'));
+    expect(received(acking)).toBe(2);
+    expect(received(late)).toBe(2);
+  });
+
+  it('a NAK is not asked again on automatic retries, but is on an operator retry; an ACK never is', async () => {
+    const naking = await startRadius({ coa: 'nak', nakErrorCause: 'Administratively-Prohibited' });
+    const downPort = await freePort();
+    const settings = {
+      nas: [
+        { host: '127.0.0.1', port: naking.coaPort, secret: SECRET },
+        { host: '127.0.0.1', port: downPort, secret: SECRET },
+      ],
+      timeout: '500ms',
+      retransmits: 1,
+    };
+    const event = passwordChange({ username: 'alice' });
+    const first = await failure(radiusTarget(settings).deliver(ctx('alice', 'revoke', undefined, { event })));
+    expect(first).toBeInstanceOf(TransientDeliveryError);
+
+    const late = await startRadius({ coaPort: downPort });
+    const second = await failure(
+      radiusTarget(settings).deliver(ctx('alice', 'revoke', undefined, { event, attempt: 2 })),
+    );
+    expect(second).toBeInstanceOf(PermanentDeliveryError);
+    expect(second.code).toBe('RADIUS_NAK');
+    expect(second.message).toMatch(/Error-Cause 501 Administratively-Prohibited \(answered in an earlier attempt/);
+    expect(received(naking)).toBe(1);
+    expect(received(late)).toBe(1);
+
+    // An operator retry starts again at attempt 1: the NAS that refused is asked again, the one that ACKed is not.
+    await failure(radiusTarget(settings).deliver(ctx('alice', 'revoke', undefined, { event, attempt: 1 })));
+    expect(received(naking)).toBe(2);
+    expect(received(late)).toBe(1);
   });
 
   it('refresh: CoA-Request carries coaAttributes and is ACKed', async () => {
@@ -173,15 +393,15 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
     const upstream = createSocket('udp4');
     const relayPort = await freePort();
     await new Promise<void>((res) => relay.bind(relayPort, '127.0.0.1', () => res()));
-    let client: { address: string; port: number } | undefined;
+    let from: { address: string; port: number } | undefined;
     relay.on('message', (msg, rinfo) => {
-      client = rinfo;
+      from = rinfo;
       upstream.send(msg, radius.coaPort, '127.0.0.1');
     });
     upstream.on('message', (msg) => {
       const forged = Buffer.from(msg);
       forged[0] = 41; // Disconnect-ACK
-      if (client) relay.send(forged, client.port, client.address);
+      if (from) relay.send(forged, from.port, from.address);
     });
     try {
       const target = radiusTarget({
@@ -197,24 +417,6 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
       relay.close();
       upstream.close();
     }
-  });
-
-  it('a NAS that does not sign its replies is refused unless explicitly allowed (Blast-RADIUS)', async () => {
-    const radius = await startRadius({ replyMessageAuthenticator: false });
-    const strict = radiusTarget({
-      nas: [{ host: '127.0.0.1', port: radius.coaPort, secret: SECRET }],
-      timeout: '300ms',
-      retransmits: 0,
-    });
-    const err = await failure(strict.deliver(ctx('alice', 'revoke')));
-    expect(err.code).toBe('RADIUS_REPLY_UNVERIFIED');
-    expect(err.message).toContain('without Message-Authenticator refused');
-    const lax = radiusTarget({
-      nas: [{ host: '127.0.0.1', port: radius.coaPort, secret: SECRET, requireMessageAuthenticator: false }],
-    });
-    const result = await lax.deliver(ctx('alice', 'revoke'));
-    expect(result.outcome).toBe('done');
-    expect(result.warning).toContain('Blast-RADIUS');
   });
 
   it('no NAS listening: retried (TransientDeliveryError) after the retransmits', async () => {

@@ -11,16 +11,25 @@ export interface FreeradiusOptions {
   ldap: { url: string; bindDN: string; password: string; baseDN: string };
   /** Shared secret of the client 127.0.0.1 (Ripple, radclient and the tests). */
   nasSecret: string;
-  /** How the `coa` virtual server answers Disconnect/CoA-Requests. */
+  /**
+   * How the `coa` virtual server answers Disconnect/CoA-Requests. `ack` is FreeRADIUS's own
+   * `sites-available/coa`, unchanged but for its address and port; `nak` makes `recv-coa`
+   * reject (a NAS that refuses).
+   */
   coa: 'ack' | 'nak';
   /** Error-Cause (FreeRADIUS dictionary name) added to NAKs, e.g. `Administratively-Prohibited`. */
   nakErrorCause?: string;
   /**
-   * Whether replies carry Message-Authenticator (default true). FreeRADIUS 3.2.1 (Debian 12)
-   * predates the Blast-RADIUS fixes and only signs replies when the attribute is in the reply list,
-   * so the generated sites add it, the way a patched NAS does; `false` models an unpatched NAS.
+   * Add Message-Authenticator to every reply (default false: stock). Debian 12's FreeRADIUS
+   * 3.2.1 predates the Blast-RADIUS fixes: stock, it answers Access-Requests and
+   * Disconnect/CoA-Requests *without* Message-Authenticator, even when the request had one.
+   * With `update reply { Message-Authenticator := 0x00 }` (what this option adds) it signs
+   * Access replies per RFC 3579 and CoA/Disconnect replies over a zeroed authenticator (the
+   * pre-RFC 5176 form Ripple reports as `legacy`). Models a NAS configured to sign its replies.
    */
-  replyMessageAuthenticator?: boolean;
+  signReplies?: boolean;
+  /** Listen for CoA/Disconnect on this port (default: a free one), e.g. to bring up a NAS that was down. */
+  coaPort?: number;
 }
 
 export interface Freeradius {
@@ -34,8 +43,9 @@ export interface Freeradius {
 
 /**
  * Starts FreeRADIUS 3.2 in the foreground (`-X`) from a copy of the system config with
- * only our sites: `default` (PAP against slapd via rlm_ldap) and `coa` (an RFC 5176 peer).
- * The client requires Message-Authenticator on every request (Blast-RADIUS defence).
+ * two sites: `default` (PAP against slapd via rlm_ldap, as a site would set it up) and the
+ * stock `coa` virtual server (an RFC 5176 peer). The client entry requires
+ * Message-Authenticator on every request (Blast-RADIUS defence, as the README advises).
  */
 export async function startFreeradius(opts: FreeradiusOptions): Promise<Freeradius> {
   try {
@@ -65,10 +75,10 @@ export async function startFreeradius(opts: FreeradiusOptions): Promise<Freeradi
     .replace(/^(\s*)reject_delay = \d+/m, '$1reject_delay = 0');
   await writeFile(join(raddb, 'radiusd.conf'), main);
 
-  // Only the modules our sites use.
+  // Only the modules our sites use (`realm` provides `suffix`, which the stock coa site calls).
   const modsEnabled = join(raddb, 'mods-enabled');
   for (const name of await readdir(modsEnabled)) {
-    if (!['pap', 'always'].includes(name)) await rm(join(modsEnabled, name), { force: true, recursive: true });
+    if (!['pap', 'always', 'realm'].includes(name)) await rm(join(modsEnabled, name), { force: true, recursive: true });
   }
   const ldapUrl = new URL(opts.ldap.url);
   await writeFile(
@@ -110,23 +120,15 @@ export async function startFreeradius(opts: FreeradiusOptions): Promise<Freeradi
   await rm(sitesEnabled, { recursive: true, force: true });
   await mkdir(sitesEnabled);
   const authPort = await freePort();
-  const coaPort = await freePort();
-  const nak = opts.coa === 'nak';
-  const signReply =
-    opts.replyMessageAuthenticator === false
-      ? ''
-      : `		update reply {
-			Message-Authenticator := 0x00
-		}
-`;
-  const errorCause = opts.nakErrorCause
+  const coaPort = opts.coaPort ?? (await freePort());
+  const signReply = opts.signReplies
     ? `		update reply {
-			Error-Cause := ${opts.nakErrorCause}
+			Message-Authenticator := 0x00
 		}
 `
     : '';
   await writeFile(
-    join(sitesEnabled, 'ripple'),
+    join(sitesEnabled, 'default'),
     `server default {
 	listen {
 		type = auth
@@ -149,22 +151,9 @@ ${signReply}			ok
 		}
 	}
 }
-
-server coa {
-	listen {
-		type = coa
-		ipaddr = 127.0.0.1
-		port = ${coaPort}
-	}
-	recv-coa {
-${signReply}${nak ? `${errorCause}		reject` : '		ok'}
-	}
-	send-coa {
-		ok
-	}
-}
 `,
   );
+  await writeFile(join(sitesEnabled, 'coa'), await coaSite(raddb, coaPort, opts, signReply));
   await writeFile(
     join(raddb, 'clients.conf'),
     `client ripple-test {
@@ -200,4 +189,29 @@ ${signReply}${nak ? `${errorCause}		reject` : '		ok'}
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * FreeRADIUS's own `sites-available/coa`, listening on 127.0.0.1:port instead of *:3799; for
+ * `nak` or `signReplies` the `recv-coa` section is changed, and only then.
+ */
+async function coaSite(raddb: string, port: number, opts: FreeradiusOptions, signReply: string): Promise<string> {
+  const stock = await readFile(join(raddb, 'sites-available', 'coa'), 'utf8');
+  const listen = /(listen \{\s*type = coa\s*)ipaddr = \*(\s*)port = 3799/;
+  const recv = /(recv-coa \{)([\s\S]*?)(\n\t\tok\n\t\})/;
+  if (!listen.test(stock) || !recv.test(stock)) {
+    throw new Error(`${SYSTEM_RADDB}/sites-available/coa is not the one this fixture knows (FreeRADIUS 3.2)`);
+  }
+  let site = stock.replace(listen, `$1ipaddr = 127.0.0.1$2port = ${port}`);
+  if (opts.coa === 'nak' || signReply) {
+    const errorCause = opts.nakErrorCause
+      ? `		update reply {
+			Error-Cause := ${opts.nakErrorCause}
+		}
+`
+      : '';
+    const verdict = opts.coa === 'nak' ? `${errorCause}\t\treject` : '\t\tok';
+    site = site.replace(recv, (_m, open: string, body: string) => `${open}${body}\n${signReply}${verdict}\n\t}`);
+  }
+  return site;
 }

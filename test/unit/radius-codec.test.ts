@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { describe, expect, it } from 'vitest';
 import {
@@ -143,5 +144,35 @@ describe('RADIUS codec, structure and reply verification', () => {
     });
     expect(forged.ok).toBe(false);
     expect(!forged.ok && forged.reason).toMatch(/Response Authenticator does not match/);
+  });
+
+  it('a Message-Authenticator is verified when present, required or not; a missing one is refused only when required', () => {
+    const request = { identifier: 9, authenticator: Buffer.alloc(16, 3) };
+    /** A Disconnect-ACK whose Response Authenticator verifies, carrying `attrs`. */
+    const reply = (attrs: Buffer) => {
+      const out = Buffer.alloc(20 + attrs.length);
+      out[0] = Code.DisconnectAck;
+      out[1] = request.identifier;
+      out.writeUInt16BE(out.length, 2);
+      attrs.copy(out, 20);
+      const hash = createHash('md5').update(out.subarray(0, 4)).update(request.authenticator);
+      hash.update(attrs).update(SECRET).digest().copy(out, 4);
+      return out;
+    };
+    const unsigned = reply(Buffer.alloc(0));
+    const badlySigned = reply(Buffer.concat([Buffer.from([Attr.MessageAuthenticator, 18]), Buffer.alloc(16, 1)]));
+    for (const requireMessageAuthenticator of [false, true]) {
+      const bad = verifyReply(badlySigned, request, SECRET, { requireMessageAuthenticator });
+      expect(bad).toMatchObject({ ok: false, reason: expect.stringMatching(/Message-Authenticator does not match/) });
+    }
+    expect(verifyReply(unsigned, request, SECRET, { requireMessageAuthenticator: false })).toMatchObject({
+      ok: true,
+      messageAuthenticator: 'absent',
+    });
+    expect(verifyReply(unsigned, request, SECRET, { requireMessageAuthenticator: true })).toEqual({
+      ok: false,
+      reason: 'Disconnect-ACK without Message-Authenticator',
+      unsigned: true,
+    });
   });
 });

@@ -4,10 +4,19 @@ import { radiusAdapter } from '../../workers/radius/index.js';
 describe('kind: radius settings', () => {
   const schema = radiusAdapter.settings({ configDir: '/nonexistent' });
 
-  it('defaults port 3799, 2s timeout, 3 retransmits, Message-Authenticator required', () => {
+  it('defaults port 3799, 2s timeout, 3 retransmits, Message-Authenticator required once a NAS sent one (auto)', () => {
     const s = schema.parse({ nas: [{ host: '10.0.0.1', secret: 's' }] });
     expect(s).toMatchObject({ timeout: 2000, retransmits: 3, coaAttributes: [] });
-    expect(s.nas[0]).toMatchObject({ port: 3799, requireMessageAuthenticator: true, statusServer: false });
+    expect(s.nas[0]).toMatchObject({ port: 3799, requireMessageAuthenticator: 'auto', statusServer: false });
+  });
+
+  it('requireMessageAuthenticator is auto, true or false', () => {
+    for (const value of ['auto', true, false]) {
+      const s = schema.parse({ nas: [{ host: 'h', secret: 's', requireMessageAuthenticator: value }] });
+      expect(s.nas[0]?.requireMessageAuthenticator).toBe(value);
+    }
+    const bad = schema.safeParse({ nas: [{ host: 'h', secret: 's', requireMessageAuthenticator: 'yes' }] });
+    expect(JSON.stringify(bad.error?.issues)).toContain('auto, true or false');
   });
 
   it('encodes coaAttributes from the dictionary and parses durations', () => {
@@ -36,6 +45,14 @@ describe('kind: radius settings', () => {
       'integer',
     );
     expect(issues({ nas: [] })).toContain('at least one NAS');
+    expect(
+      issues({
+        nas: [
+          { host: 'h', secret: 's' },
+          { host: 'h', port: 3799, secret: 't' },
+        ],
+      }),
+    ).toContain('h:3799 is listed twice');
     expect(issues({ nas: [{ host: 'h', secret: '' }] })).toContain('shared secret');
   });
 

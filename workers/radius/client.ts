@@ -16,8 +16,8 @@ export interface RadiusPeer {
   host: string;
   port: number;
   secret: string;
-  /** Refuse replies without Message-Authenticator (Blast-RADIUS). Default true. */
-  requireMessageAuthenticator?: boolean;
+  /** Refuse replies without Message-Authenticator (Blast-RADIUS). One that is present is always verified. */
+  requireMessageAuthenticator: boolean;
 }
 
 export interface ExchangeOptions {
@@ -44,6 +44,8 @@ export class RadiusNoReplyError extends Error {
   readonly tries: number;
   /** Why replies were refused, if any arrived. */
   readonly refused: string[];
+  /** The refusals that were only for a missing (required) Message-Authenticator. */
+  readonly unsigned: string[];
   /** Socket errors (e.g. ICMP port unreachable). */
   readonly socketErrors: string[];
   readonly aborted: boolean;
@@ -52,6 +54,7 @@ export class RadiusNoReplyError extends Error {
     request: string,
     tries: number,
     refused: string[],
+    unsigned: string[],
     socketErrors: string[],
     aborted: boolean,
   ) {
@@ -66,6 +69,7 @@ export class RadiusNoReplyError extends Error {
     this.name = 'RadiusNoReplyError';
     this.tries = tries;
     this.refused = refused;
+    this.unsigned = unsigned;
     this.socketErrors = socketErrors;
     this.aborted = aborted;
   }
@@ -85,7 +89,6 @@ export function radiusExchange(peer: RadiusPeer, opts: ExchangeOptions): Promise
     attributes: opts.attributes,
     ...(opts.password !== undefined ? { password: opts.password } : {}),
   });
-  const requireMA = peer.requireMessageAuthenticator ?? true;
   const where = `${peer.host}:${peer.port}`;
   const request = codeName(opts.code);
   const maxTries = 1 + Math.max(0, opts.retransmits);
@@ -93,6 +96,7 @@ export function radiusExchange(peer: RadiusPeer, opts: ExchangeOptions): Promise
   return new Promise<Exchange>((resolve, reject) => {
     const socket: Socket = createSocket(isIPv6(peer.host) ? 'udp6' : 'udp4');
     const refused: string[] = [];
+    const unsigned: string[] = [];
     const socketErrors: string[] = [];
     let tries = 0;
     let timer: NodeJS.Timeout | undefined;
@@ -112,7 +116,7 @@ export function radiusExchange(peer: RadiusPeer, opts: ExchangeOptions): Promise
       else resolve(value as Exchange);
     };
     const noReply = (aborted: boolean) =>
-      finish(new RadiusNoReplyError(where, request, tries, refused, socketErrors, aborted));
+      finish(new RadiusNoReplyError(where, request, tries, refused, unsigned, socketErrors, aborted));
     const onAbort = () => noReply(true);
 
     const send = () => {
@@ -130,10 +134,11 @@ export function radiusExchange(peer: RadiusPeer, opts: ExchangeOptions): Promise
 
     socket.on('message', (msg) => {
       const result = verifyReply(msg, { identifier, authenticator }, peer.secret, {
-        requireMessageAuthenticator: requireMA,
+        requireMessageAuthenticator: peer.requireMessageAuthenticator,
       });
       if (!result.ok) {
         if (result.reason !== 'reply to another request (identifier)') refused.push(result.reason);
+        if (result.unsigned) unsigned.push(result.reason);
         return;
       }
       finish(undefined, { reply: result.packet, messageAuthenticator: result.messageAuthenticator, tries });
@@ -165,21 +170,26 @@ export type AccessResult = 'accept' | 'reject' | 'challenge';
 /**
  * A PAP Access-Request with Message-Authenticator; tells whether the server accepts
  * the user's password. Used by tests and operators to check a RADIUS server end to end.
+ * The reply's Response Authenticator always verifies; Message-Authenticator is required only
+ * when asked (many servers, FreeRADIUS up to 3.2.1 among them, do not sign Access replies).
  */
 export async function accessRequest(
-  peer: RadiusPeer,
+  peer: Omit<RadiusPeer, 'requireMessageAuthenticator'> & { requireMessageAuthenticator?: boolean },
   username: string,
   password: string,
   opts: { timeoutMs?: number; retransmits?: number; signal?: AbortSignal } = {},
 ): Promise<{ result: AccessResult; exchange: Exchange }> {
-  const exchange = await radiusExchange(peer, {
-    code: Code.AccessRequest,
-    attributes: [{ type: Attr.UserName, value: Buffer.from(username, 'utf8') }],
-    password,
-    timeoutMs: opts.timeoutMs ?? 2000,
-    retransmits: opts.retransmits ?? 2,
-    ...(opts.signal ? { signal: opts.signal } : {}),
-  });
+  const exchange = await radiusExchange(
+    { ...peer, requireMessageAuthenticator: peer.requireMessageAuthenticator ?? false },
+    {
+      code: Code.AccessRequest,
+      attributes: [{ type: Attr.UserName, value: Buffer.from(username, 'utf8') }],
+      password,
+      timeoutMs: opts.timeoutMs ?? 2000,
+      retransmits: opts.retransmits ?? 2,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    },
+  );
   const code = exchange.reply.code;
   const result: AccessResult | undefined =
     code === Code.AccessAccept

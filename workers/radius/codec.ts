@@ -264,13 +264,14 @@ export type MessageAuthenticatorCheck = 'valid' | 'legacy' | 'absent';
 
 export type Verification =
   | { ok: true; packet: RadiusPacket; messageAuthenticator: MessageAuthenticatorCheck }
-  | { ok: false; reason: string };
+  /** `unsigned`: the reply verified but for the Message-Authenticator it was required to carry. */
+  | { ok: false; reason: string; unsigned?: true };
 
 /**
  * Verifies a reply against the request it answers: the Response Authenticator
- * (MD5 over the reply with the Request Authenticator, and the secret) and, when present,
- * Message-Authenticator (HMAC-MD5 with the Request Authenticator in place). With
- * `requireMessageAuthenticator` a reply without one is refused (Blast-RADIUS, CVE-2024-3596).
+ * (MD5 over the reply with the Request Authenticator, and the secret) always, and
+ * Message-Authenticator (HMAC-MD5 with the Request Authenticator in place) whenever present.
+ * With `requireMessageAuthenticator` a reply without one is refused (Blast-RADIUS, CVE-2024-3596).
  */
 export function verifyReply(
   reply: Buffer,
@@ -301,10 +302,7 @@ export function verifyReply(
   const ma = mas[0];
   if (!ma) {
     if (opts.requireMessageAuthenticator) {
-      return {
-        ok: false,
-        reason: `${codeName(packet.code)} without Message-Authenticator refused (Blast-RADIUS, CVE-2024-3596): patch the NAS or set requireMessageAuthenticator: false for it`,
-      };
+      return { ok: false, reason: `${codeName(packet.code)} without Message-Authenticator`, unsigned: true };
     }
     return { ok: true, packet, messageAuthenticator: 'absent' };
   }
