@@ -1,7 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseDuration } from '../../src/config/duration.js';
 import { loadConfig } from '../../src/config/load.js';
 import { ConfigErrors } from '../../src/errors.js';
 import { tempDir, webhookApp, writeConfig } from '../support/ripple.js';
@@ -22,19 +21,6 @@ function writeApp(dir: string, name: string, text: string) {
   mkdirSync(join(dir, 'apps'), { recursive: true });
   writeFileSync(join(dir, 'apps', name), text);
 }
-
-describe('durations', () => {
-  it.each([
-    ['250ms', 250],
-    ['30s', 30_000],
-    ['15m', 900_000],
-    ['1.5h', 5_400_000],
-    ['2d', 172_800_000],
-    ['0', 0],
-    [1200, 1200],
-  ])('%s → %d ms', (text, ms) => expect(parseDuration(text)).toBe(ms));
-  it.each(['15', '5 minutes', '-1s', 'm', ''])('refuses "%s"', (text) => expect(parseDuration(text)).toBeUndefined());
-});
 
 describe('config loader', () => {
   it('loads the example config shipped in config/', () => {
