@@ -6,6 +6,7 @@ import { targetKinds } from '../../workers/index.js';
 import { ConfigError, ConfigErrors } from '../errors.js';
 import { loadSigningKeys, type SigningKeys } from '../signing/keys.js';
 import type { TargetAdapter } from '../targets/adapter.js';
+import { checkCredentialLifetime } from './credential-lifetime.js';
 import { formatPath, resolveEnv } from './env.js';
 import { APP_ID, appSchemaFor, serviceSchema } from './schema.js';
 import type { SchemaContext } from './schema-context.js';
@@ -80,6 +81,7 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
 
   checkDependencies(apps, broken, errors);
   if (service) {
+    checkCredentialLifetime(apps, (kind) => adapterOf(kind).needsCredential, service.vault.ttl, errors);
     const sessionApp = apps.find((a) => a.enabled && a.category === 'session');
     if (sessionApp && !service.issuer) {
       errors.push(

@@ -308,3 +308,35 @@ describe('error messages', () => {
     expect(errorsOf(dir)).toEqual([expect.stringMatching(/first\.yaml: action: webhook supports revoke \| refresh$/)]);
   });
 });
+
+describe('vault.ttl against credential apps', () => {
+  const ldap = (id: string, extra: Record<string, unknown> = {}) => ({
+    id,
+    kind: 'ldap',
+    retry: { attempts: 2, backoff: '1m' },
+    ...extra,
+    ldap: { url: 'ldap://ldap.example.org', bindDN: 'cn=r', bindPassword: 'pw', userDN: 'uid={username}' },
+  });
+
+  it('counts the wait for the apps it runs after', () => {
+    const dir = writeConfig([
+      webhookApp('slow-first', URL, { delay: '50m', retry: { attempts: 3, backoff: '5m', maxBackoff: '10m' } }),
+      ldap('corp-ldap', { after: ['slow-first'] }),
+    ]);
+    // slow-first: 50m + 5m + 10m + 3 × 10s = 1h5m30s, before corp-ldap even starts.
+    expect(errorsOf(dir)).toEqual([
+      expect.stringMatching(
+        /corp-ldap\.yaml: after: .*up to 1h6m50s after the change — waits for "slow-first" \(done at the latest 1h5m30s after the change\)/,
+      ),
+    ]);
+  });
+
+  it('leaves alone apps that never read the password, disabled ones, and ones that fit', () => {
+    const dir = writeConfig([
+      webhookApp('hook', URL, { delay: '5h' }),
+      ldap('off-ldap', { enabled: false, delay: '5h' }),
+      ldap('fits', { delay: '58m' }),
+    ]);
+    expect(loadConfig(dir, {}).apps.map((a) => a.id)).toEqual(['fits', 'hook', 'off-ldap']);
+  });
+});
