@@ -6,7 +6,8 @@ import type { AppConfig } from './types.js';
 export function retryWindow(app: Pick<AppConfig, 'retry' | 'timeout'>): { waits: number; attempts: number } {
   const { attempts, backoff, maxBackoff } = app.retry;
   let waits = 0;
-  // Retry k waits at most backoff·2^(k−1), capped (the runtime's backoff with its jitter at the top).
+  // Retry k waits at most backoff·2^(k−1), capped: the runtime's backoff with its jitter at the
+  // top. (A Retry-After answer could stretch a wait up to maxBackoff; ldap never sends one.)
   for (let k = 1; k < attempts; k++) waits += Math.min(maxBackoff, backoff * 2 ** (k - 1));
   return { waits, attempts: attempts * app.timeout };
 }
