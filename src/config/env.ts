@@ -4,15 +4,17 @@ const REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 
 /**
  * Replaces `${NAME}` (and `${NAME:-fallback}`) in every string of a parsed YAML tree.
- * A missing variable without fallback is an error naming the file and key.
+ * A missing variable without fallback is an error naming the file and key; `unresolved`
+ * lists the paths of the values that still hold one (whose format cannot be checked).
  */
 export function resolveEnv(
   tree: unknown,
   file: string,
   env: NodeJS.ProcessEnv,
   path: (string | number)[] = [],
-): { value: unknown; errors: ConfigError[] } {
+): { value: unknown; errors: ConfigError[]; unresolved: (string | number)[][] } {
   const errors: ConfigError[] = [];
+  const unresolved: (string | number)[][] = [];
   const walk = (node: unknown, at: (string | number)[]): unknown => {
     if (typeof node === 'string') {
       return node.replace(REFERENCE, (whole, name: string, fallback: string | undefined) => {
@@ -20,6 +22,7 @@ export function resolveEnv(
         if (value !== undefined && value !== '') return value;
         if (fallback !== undefined) return fallback;
         errors.push(new ConfigError(file, formatPath(at), `environment variable ${name} is not set`));
+        if (unresolved.at(-1) !== at) unresolved.push(at);
         return whole;
       });
     }
@@ -29,7 +32,7 @@ export function resolveEnv(
     }
     return node;
   };
-  return { value: walk(tree, path), errors };
+  return { value: walk(tree, path), errors, unresolved };
 }
 
 /** `apps.0.retry.attempts` style, the way the YAML reads. */

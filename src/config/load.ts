@@ -1,14 +1,16 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { targetKinds } from '../../workers/index.js';
 import { ConfigError, ConfigErrors } from '../errors.js';
 import { loadSigningKeys, type SigningKeys } from '../signing/keys.js';
 import type { TargetAdapter } from '../targets/adapter.js';
+import { checkCredentialLifetime } from './credential-lifetime.js';
 import { formatPath, resolveEnv } from './env.js';
 import { APP_ID, appSchemaFor, serviceSchema } from './schema.js';
 import type { SchemaContext } from './schema-context.js';
+import { closest } from './suggest.js';
 import type { AppConfig, ServiceConfig } from './types.js';
 
 export interface LoadedConfig {
@@ -31,11 +33,13 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
   const ctx: SchemaContext = { configDir: root };
 
   const serviceFile = join(root, 'ripple.yaml');
-  const serviceTree = readYaml(serviceFile, env, errors);
+  const serviceYaml = readYaml(serviceFile, env, errors);
   let service: ServiceConfig | undefined;
   let signing: SigningKeys | undefined;
-  if (serviceTree !== undefined) {
-    service = validate(serviceSchema, serviceTree, serviceFile, errors);
+  if (serviceYaml) {
+    errors.push(...serviceYaml.envErrors);
+    const validated = validate(serviceSchema, serviceYaml.tree, serviceFile, errors, serviceYaml.unresolved);
+    if (serviceYaml.unresolved.length === 0) service = validated;
     if (service) {
       try {
         signing = loadSigningKeys(service, { configDir: root, file: serviceFile });
@@ -54,12 +58,18 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
         .sort()
     : [];
   const seen = new Map<string, string>();
+  // Ids of app files with errors of their own: other files naming them get no second error.
+  const broken = new Set<string>();
   for (const name of files) {
     const file = join(appsDir, name);
-    const tree = readYaml(file, env, errors);
-    if (tree === undefined) continue;
-    const app = parseApp(tree, file, ctx, errors);
-    if (!app) continue;
+    const yaml = readYaml(file, env, errors);
+    if (!yaml) continue;
+    const app = parseApp(yaml, file, ctx, errors);
+    if (!app) {
+      const id = isMapping(yaml.tree) ? yaml.tree.id : undefined;
+      if (typeof id === 'string') broken.add(id);
+      continue;
+    }
     const first = seen.get(app.id);
     if (first) {
       errors.push(new ConfigError(file, 'id', `"${app.id}" is already used by ${first}`));
@@ -69,8 +79,9 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
     apps.push(app);
   }
 
-  checkDependencies(apps, errors);
+  checkDependencies(apps, broken, errors);
   if (service) {
+    checkCredentialLifetime(apps, (kind) => adapterOf(kind).needsCredential, service.vault.ttl, errors);
     const sessionApp = apps.find((a) => a.enabled && a.category === 'session');
     if (sessionApp && !service.issuer) {
       errors.push(
@@ -105,7 +116,29 @@ function kindList(): string {
   return Object.keys(targetKinds).join(', ');
 }
 
-function readYaml(file: string, env: NodeJS.ProcessEnv, errors: ConfigError[]): unknown {
+function adapterOf(kind: string): TargetAdapter {
+  return targetKinds[kind as keyof typeof targetKinds] as TargetAdapter;
+}
+
+function isMapping(value: unknown): value is Record<string, unknown> {
+  return !!value && typeof value === 'object' && !Array.isArray(value);
+}
+
+type Path = (string | number)[];
+
+interface YamlFile {
+  /** The parsed tree, `${ENV}` references resolved where set. */
+  tree: unknown;
+  /** Where a reference to an unset variable is left (reported in `envErrors`). */
+  unresolved: Path[];
+  envErrors: ConfigError[];
+}
+
+/**
+ * Reads and parses one file. A syntax error is reported at its line and column and stops
+ * there (`undefined`); unset variables are returned, not reported, for the caller to judge.
+ */
+function readYaml(file: string, env: NodeJS.ProcessEnv, errors: ConfigError[]): YamlFile | undefined {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -114,44 +147,102 @@ function readYaml(file: string, env: NodeJS.ProcessEnv, errors: ConfigError[]): 
     return undefined;
   }
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    for (const e of doc.errors) errors.push(new ConfigError(file, '', `YAML: ${e.message.split('\n')[0]}`));
+  // Only the first: the errors after a syntax error are mostly its echoes.
+  const syntax = doc.errors[0];
+  if (syntax) {
+    const at = syntax.linePos?.[0];
+    const reason = syntax.message.split('\n')[0]?.replace(/ at line \d+, column \d+:?$/, '') ?? syntax.code;
+    errors.push(new ConfigError(file, at ? `line ${at.line}, column ${at.col}` : '', `YAML syntax error: ${reason}`));
     return undefined;
   }
-  const tree: unknown = doc.toJS();
+  let tree: unknown;
+  try {
+    tree = doc.toJS();
+  } catch (err) {
+    // e.g. an alias expanded too often ("billion laughs"): yaml refuses to build the tree.
+    errors.push(new ConfigError(file, '', `YAML: ${(err as Error).message}`));
+    return undefined;
+  }
   const resolved = resolveEnv(tree, file, env);
-  // A disabled app never runs, so its secrets need not be set (its other keys are still checked).
-  const disabled = !!tree && typeof tree === 'object' && (tree as Record<string, unknown>).enabled === false;
-  if (disabled) return resolved.value;
-  errors.push(...resolved.errors);
-  return resolved.errors.length > 0 ? undefined : resolved.value;
+  return { tree: resolved.value, unresolved: resolved.unresolved, envErrors: resolved.errors };
 }
 
+/**
+ * Validates `tree` and reports every issue as file, key and reason, except issues at or
+ * under a path in `skip` (values holding an unset `${VAR}`, reported once as such).
+ */
 function validate<T extends z.ZodType>(
   schema: T,
   tree: unknown,
   file: string,
   errors: ConfigError[],
+  skip: readonly Path[] = [],
 ): z.output<T> | undefined {
-  const result = schema.safeParse(tree);
+  // Zod's issue for an unknown key does not say which keys were expected there; its error
+  // hook still sees the object schema, so note the keys by path on the way.
+  const expected = new Map<string, string[]>();
+  const result = schema.safeParse(tree, {
+    error: (issue) => {
+      const shape = issue.inst && 'shape' in issue.inst ? (issue.inst.shape as object) : undefined;
+      if (issue.code === 'unrecognized_keys' && shape) expected.set(formatPath(issue.path ?? []), Object.keys(shape));
+      return undefined;
+    },
+  });
   if (result.success) return result.data;
   for (const issue of result.error.issues) {
-    errors.push(new ConfigError(file, formatPath(issue.path), issueReason(issue)));
+    if (skip.some((p) => startsWith(issue.path, p))) continue;
+    if (issue.code === 'unrecognized_keys') {
+      const keys = expected.get(formatPath(issue.path)) ?? [];
+      for (const key of issue.keys) {
+        errors.push(new ConfigError(file, formatPath([...issue.path, key]), unknownKey(key, keys)));
+      }
+    } else {
+      errors.push(new ConfigError(file, formatPath(issue.path), issue.message));
+    }
   }
   return undefined;
 }
 
-function issueReason(issue: z.core.$ZodIssue): string {
-  if (issue.code === 'unrecognized_keys') return `unknown key(s): ${issue.keys.join(', ')}`;
-  return issue.message;
+function unknownKey(key: string, expected: readonly string[]): string {
+  const guess = closest(key, expected);
+  return [
+    `unknown key "${key}"`,
+    guess ? ` (did you mean "${guess}"?)` : '',
+    expected.length ? ` — expected one of: ${expected.join(', ')}` : '',
+  ].join('');
 }
 
-function parseApp(tree: unknown, file: string, ctx: SchemaContext, errors: ConfigError[]): AppConfig | undefined {
-  if (!tree || typeof tree !== 'object' || Array.isArray(tree)) {
+function startsWith(path: readonly PropertyKey[], prefix: readonly PropertyKey[]): boolean {
+  return prefix.length <= path.length && prefix.every((p, i) => p === path[i]);
+}
+
+/** The tree without the values at exactly `paths` (so their defaults apply). */
+function without(tree: unknown, paths: readonly Path[]): unknown {
+  const drop = (at: Path) => paths.some((p) => p.length === at.length && startsWith(at, p));
+  const walk = (node: unknown, at: Path): unknown => {
+    if (Array.isArray(node)) return node.flatMap((item, i) => (drop([...at, i]) ? [] : [walk(item, [...at, i])]));
+    if (!isMapping(node)) return node;
+    return Object.fromEntries(
+      Object.entries(node).flatMap(([k, v]) => (drop([...at, k]) ? [] : [[k, walk(v, [...at, k])]])),
+    );
+  };
+  return walk(tree, []);
+}
+
+/**
+ * One app file → AppConfig, or undefined with its errors reported. Unset `${VAR}`s are
+ * errors in an enabled app; in a disabled one they are allowed (it never runs) and the
+ * values holding them go unchecked, while everything else in the file is still checked.
+ */
+function parseApp(yaml: YamlFile, file: string, ctx: SchemaContext, errors: ConfigError[]): AppConfig | undefined {
+  const { tree, unresolved } = yaml;
+  if (!isMapping(tree)) {
     errors.push(new ConfigError(file, '', 'expected a mapping of keys (id, kind, ...)'));
     return undefined;
   }
-  const kind = (tree as Record<string, unknown>).kind;
+  const enabled = tree.enabled !== false;
+  if (enabled) errors.push(...yaml.envErrors);
+  const kind = tree.kind;
   if (typeof kind !== 'string' || !(kind in targetKinds)) {
     errors.push(
       new ConfigError(
@@ -164,16 +255,28 @@ function parseApp(tree: unknown, file: string, ctx: SchemaContext, errors: Confi
     );
     return undefined;
   }
-  const adapter = targetKinds[kind as keyof typeof targetKinds] as TargetAdapter;
+  const adapter = adapterOf(kind);
   if (!(kind in tree)) {
     errors.push(new ConfigError(file, kind, `a ${kind} app needs its "${kind}:" block`));
     return undefined;
   }
-  const parsed = validate(appSchemaFor(adapter, ctx), tree, file, errors) as
-    | (Record<string, unknown> & Omit<AppConfig, 'settings' | 'file' | 'category' | 'name'> & { name?: string })
-    | undefined;
+  // An app's id is how everything else refers to it: it must be written out, never unset.
+  const skip = unresolved.filter((p) => p[0] !== 'id');
+  const before = errors.length;
+  let parsed = validate(appSchemaFor(adapter, ctx), tree, file, errors, skip);
+  if (enabled && unresolved.length > 0) return undefined;
+  if (!parsed && errors.length === before && unresolved.length > 0) {
+    // Disabled, and only the unset values failed: keep the app (its id, enabled: false and
+    // timing matter to other apps) with its block as written, since nothing will use it.
+    const common = without(
+      tree,
+      skip.filter((p) => p[0] !== kind),
+    );
+    parsed = validate(appSchemaFor(adapter, ctx, z.unknown()), common, file, errors, skip);
+  }
   if (!parsed) return undefined;
-  const { [kind]: settings, ...common } = parsed;
+  const { [kind]: settings, ...common } = parsed as Record<string, unknown> &
+    Omit<AppConfig, 'settings' | 'file' | 'category' | 'name'> & { name?: string };
   return {
     ...common,
     name: common.name ?? common.id,
@@ -183,13 +286,13 @@ function parseApp(tree: unknown, file: string, ctx: SchemaContext, errors: Confi
   } as AppConfig;
 }
 
-/** `after:` must name enabled apps and form no cycle. */
-function checkDependencies(apps: AppConfig[], errors: ConfigError[]): void {
+/** `after:` must name enabled apps and form no cycle. Apps in `broken` have had their say. */
+function checkDependencies(apps: AppConfig[], broken: ReadonlySet<string>, errors: ConfigError[]): void {
   const byId = new Map(apps.map((a) => [a.id, a]));
   for (const app of apps) {
     app.after.forEach((dep, i) => {
       const target = byId.get(dep);
-      if (!APP_ID.test(dep)) return;
+      if (!APP_ID.test(dep) || broken.has(dep)) return;
       if (dep === app.id) errors.push(new ConfigError(app.file, `after[${i}]`, 'an app cannot wait on itself'));
       else if (!target) errors.push(new ConfigError(app.file, `after[${i}]`, `no app has id "${dep}"`));
       else if (app.enabled && !target.enabled)

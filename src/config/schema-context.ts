@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
-import { parseDuration } from './duration.js';
+import { checkDuration } from './duration.js';
 
 /** What a schema needs to know about where it is being read from. */
 export interface SchemaContext {
@@ -15,19 +15,31 @@ export interface FileRef {
   text: string;
 }
 
-/** `15m`, `30s`, `0`, or milliseconds → milliseconds. */
-export const duration = () =>
-  z.union([z.string(), z.number()]).transform((value, ctx) => {
-    const ms = parseDuration(value);
-    if (ms === undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        message: `"${value}" is not a duration (use a number with ms, s, m, h or d, e.g. 15m)`,
-      });
-      return z.NEVER;
-    }
-    return ms;
-  });
+/**
+ * A duration in the one grammar of `duration.ts` (`250ms`, `30s`, `1h30m`, `0`), as milliseconds.
+ * `positive`: refuse 0 too (a timeout or a rate-limit window of nothing means nothing).
+ */
+export const duration = (opts: { positive?: boolean } = {}) =>
+  z
+    .union([z.string(), z.number()], {
+      error: (issue) => {
+        if (issue.input === undefined) return 'required (a duration such as 30s or 15m)';
+        const result = checkDuration(issue.input);
+        return result.ok ? undefined : result.reason;
+      },
+    })
+    .transform((value, ctx) => {
+      const result = checkDuration(value);
+      if (!result.ok) {
+        ctx.addIssue({ code: 'custom', message: result.reason });
+        return z.NEVER;
+      }
+      if (opts.positive && result.ms === 0) {
+        ctx.addIssue({ code: 'custom', message: 'must be longer than 0 (e.g. 1s)' });
+        return z.NEVER;
+      }
+      return result.ms;
+    });
 
 /** A path relative to the config directory, read as text when the config loads. */
 export const textFile = (ctx: SchemaContext) =>

@@ -1,7 +1,9 @@
 import { z } from 'zod';
 import { signingSchema } from '../signing/keys.js';
 import type { TargetAdapter } from '../targets/adapter.js';
+import { formatDuration } from './duration.js';
 import { duration, type SchemaContext } from './schema-context.js';
+import { closest } from './suggest.js';
 
 export const APP_ID = /^[a-z0-9][a-z0-9-]*$/;
 
@@ -36,7 +38,7 @@ export const serviceSchema = z.strictObject({
       return key;
     }),
     /** The longest a credential stays in the vault, finished or not. */
-    ttl: duration().default(86_400_000),
+    ttl: duration({ positive: true }).default(86_400_000),
   }),
   redis: z
     .strictObject({
@@ -57,7 +59,7 @@ export const serviceSchema = z.strictObject({
   status: z
     .strictObject({
       /** How long event status is kept after the event was received. */
-      retention: duration().default(30 * 86_400_000),
+      retention: duration({ positive: true }).default(30 * 86_400_000),
     })
     .default({ retention: 30 * 86_400_000 }),
   metrics: z.strictObject({ public: z.boolean().default(false) }).default({ public: false }),
@@ -69,19 +71,49 @@ export const serviceSchema = z.strictObject({
 
 export type ServiceConfig = z.output<typeof serviceSchema>;
 
-const assignSchema = z.union([
-  z.literal('all'),
-  z.strictObject({ groups: z.array(z.string().min(1)).min(1) }),
-  z.strictObject({ users: z.array(z.string().min(1)).min(1) }),
-]);
+/** How `assign` may be written, for its error messages. */
+const ASSIGN_FORMS = 'all, { groups: [a, b] } or { users: [alice] }';
 
-const retrySchema = z.strictObject({
-  attempts: z.number().int().min(1).max(100).default(12),
-  backoff: duration().default(5_000),
-  maxBackoff: duration().default(3_600_000),
-});
+const nameList = (what: string) =>
+  z
+    .array(z.string().min(1, `a ${what} name cannot be empty`), { error: `a list of ${what} names, e.g. [a, b]` })
+    .min(1, `list at least one ${what}`);
 
-/** Keys every app file has, whatever its kind. */
+const assignSchema = z.union(
+  [z.literal('all'), z.strictObject({ groups: nameList('group') }), z.strictObject({ users: nameList('user') })],
+  { error: (issue) => (issue.code === 'invalid_union' ? assignProblem(issue.input) : undefined) },
+);
+
+/** Why a value is none of the forms of `assign` (zod alone would say "Invalid input"). */
+function assignProblem(input: unknown): string {
+  if (typeof input === 'string') return `expected ${ASSIGN_FORMS}, not "${input}"`;
+  if (!input || typeof input !== 'object' || Array.isArray(input)) return `expected ${ASSIGN_FORMS}`;
+  const keys = Object.keys(input);
+  if (keys.includes('groups') && keys.includes('users')) return 'groups or users, not both (use two apps)';
+  const unknown = keys.find((k) => k !== 'groups' && k !== 'users');
+  if (unknown === undefined) return `expected ${ASSIGN_FORMS}`;
+  const guess = closest(unknown, ['groups', 'users']);
+  return `expected ${ASSIGN_FORMS}: unknown key "${unknown}"${guess ? ` (did you mean "${guess}"?)` : ''}`;
+}
+
+const retrySchema = z
+  .strictObject({
+    /** Tries in all, the first included: 1 means never retry. */
+    attempts: z.number().int().min(1).max(100).default(12),
+    backoff: duration({ positive: true }).default(5_000),
+    maxBackoff: duration({ positive: true }).default(3_600_000),
+  })
+  .superRefine((retry, ctx) => {
+    if (retry.maxBackoff < retry.backoff) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['maxBackoff'],
+        message: `${formatDuration(retry.maxBackoff)} is shorter than retry.backoff (${formatDuration(retry.backoff)})`,
+      });
+    }
+  });
+
+/** Keys every app file has, whatever its kind (besides `kind`, `action` and the kind's block). */
 export const commonAppShape = {
   id: z.string().regex(APP_ID, 'use lowercase letters, digits and -').max(63),
   name: z.string().min(1).optional(),
@@ -91,8 +123,8 @@ export const commonAppShape = {
   jitter: duration().default(0),
   after: z.array(z.string().regex(APP_ID, 'not an app id')).default([]),
   retry: retrySchema.default({ attempts: 12, backoff: 5_000, maxBackoff: 3_600_000 }),
-  rateLimit: z.strictObject({ max: z.number().int().min(1), per: duration() }).optional(),
-  timeout: duration().default(10_000),
+  rateLimit: z.strictObject({ max: z.number().int().min(1), per: duration({ positive: true }) }).optional(),
+  timeout: duration({ positive: true }).default(10_000),
   /**
    * After `timeout`, how much longer an attempt keeps its connection open (and every other change
    * for the same user and app waiting), since the target may still be applying it.
@@ -100,15 +132,25 @@ export const commonAppShape = {
   settle: duration().default(30_000),
 };
 
-/** The schema of one app file of the given kind: common keys plus the `<kind>:` block. */
-export function appSchemaFor(adapter: TargetAdapter, ctx: SchemaContext) {
+/**
+ * The schema of one app file of the given kind: common keys plus the `<kind>:` block.
+ * `settings` replaces the block's schema (the loader passes `z.unknown()` for a disabled
+ * app whose block holds unset secrets). Keys are listed in the order the README shows them,
+ * which is also the order "expected one of" names them in.
+ */
+export function appSchemaFor(adapter: TargetAdapter, ctx: SchemaContext, settings?: z.ZodType) {
   const actions = adapter.actions as readonly [string, ...string[]];
+  const { id, name, enabled, assign, ...timing } = commonAppShape;
   return z.strictObject({
-    ...commonAppShape,
+    id,
+    name,
     kind: z.literal(adapter.kind),
+    enabled,
+    assign,
     action: z
       .enum(actions, { error: `${adapter.kind} supports ${actions.join(' | ')}` })
       .default(adapter.defaultAction),
-    [adapter.kind]: adapter.settings(ctx),
+    ...timing,
+    [adapter.kind]: settings ?? adapter.settings(ctx),
   });
 }

@@ -1,7 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseDuration } from '../../src/config/duration.js';
 import { loadConfig } from '../../src/config/load.js';
 import { ConfigErrors } from '../../src/errors.js';
 import { tempDir, webhookApp, writeConfig } from '../support/ripple.js';
@@ -22,19 +21,6 @@ function writeApp(dir: string, name: string, text: string) {
   mkdirSync(join(dir, 'apps'), { recursive: true });
   writeFileSync(join(dir, 'apps', name), text);
 }
-
-describe('durations', () => {
-  it.each([
-    ['250ms', 250],
-    ['30s', 30_000],
-    ['15m', 900_000],
-    ['1.5h', 5_400_000],
-    ['2d', 172_800_000],
-    ['0', 0],
-    [1200, 1200],
-  ])('%s → %d ms', (text, ms) => expect(parseDuration(text)).toBe(ms));
-  it.each(['15', '5 minutes', '-1s', 'm', ''])('refuses "%s"', (text) => expect(parseDuration(text)).toBeUndefined());
-});
 
 describe('config loader', () => {
   it('loads the example config shipped in config/', () => {
@@ -104,7 +90,7 @@ describe('config loader', () => {
     expect(errors).toMatch(/bad\.yaml: delay: "soon" is not a duration/);
     expect(errors).toMatch(/bad\.yaml: retry\.attempts: /);
     expect(errors).toMatch(/bad\.yaml: action: webhook supports revoke \| refresh/);
-    expect(errors).toMatch(/bad\.yaml: \(root\): unknown key\(s\): colour/);
+    expect(errors).toMatch(/bad\.yaml: colour: unknown key "colour"/);
     expect(errors).toMatch(/bad\.yaml: webhook\.url: must be an http\(s\) URL/);
     expect(errors).toMatch(/bad\.yaml: webhook\.secret: a Standard Webhooks secret/);
   });
@@ -150,12 +136,207 @@ describe('config loader', () => {
     expect(errors).toMatch(/ripple\.yaml: ingest\.secrets\[0\]: a Standard Webhooks secret/);
     const broken = tempDir('config');
     writeFileSync(join(broken, 'ripple.yaml'), 'ingest: [unclosed\n');
-    expect(errorsOf(broken).join('\n')).toMatch(/ripple\.yaml: \(root\): YAML: /);
+    expect(errorsOf(broken).join('\n')).toMatch(/ripple\.yaml: line 2, column 1: YAML syntax error: /);
   });
 
   it('refuses a missing config directory with the path', () => {
     expect(errorsOf('/nonexistent/ripple-config').join('\n')).toMatch(
       /\/nonexistent\/ripple-config\/ripple\.yaml: \(root\): cannot read: ENOENT/,
     );
+  });
+});
+
+const SECRET = 'whsec_ZGlzYWJsZWQtYXBwLXNlY3JldC12YWx1ZQ==';
+/** `${NAME}` as written in a config file. */
+const ref = (name: string) => `\${${name}}`;
+const hook = (lines: string[]) => [...lines, 'webhook:', `  url: ${URL}`, `  secret: ${SECRET}`, ''].join('\n');
+
+describe('durations in config', () => {
+  it('refuses a bare number, saying which unit to write', () => {
+    const dir = writeConfig([], { vault: { key: Buffer.alloc(32, 1).toString('base64'), ttl: 30 } });
+    writeApp(dir, 'a.yaml', hook(['id: a', 'kind: webhook', 'delay: 5']));
+    const errors = errorsOf(dir);
+    expect(errors).toEqual([
+      expect.stringMatching(/ripple\.yaml: vault\.ttl: 30 has no unit: write 30s, 30m or 30ms/),
+      expect.stringMatching(/a\.yaml: delay: 5 has no unit: write 5s, 5m or 5ms/),
+    ]);
+  });
+
+  it('reads compound durations and the same grammar everywhere', () => {
+    const dir = writeConfig([], { workers: { drainTimeout: '1m30s' } });
+    writeApp(dir, 'a.yaml', hook(['id: a', 'kind: webhook', 'delay: 1h30m', 'retry: { backoff: 1s500ms }']));
+    const config = loadConfig(dir, {});
+    expect(config.service.workers.drainTimeout).toBe(90_000);
+    expect(config.apps[0]).toMatchObject({ delay: 5_400_000, retry: { backoff: 1_500 } });
+    writeApp(dir, 'a.yaml', hook(['id: a', 'kind: webhook', 'delay: "5 m"']));
+    expect(errorsOf(dir)).toEqual([
+      expect.stringMatching(/a\.yaml: delay: "5 m": no spaces in a duration \(write 5m\)/),
+    ]);
+  });
+
+  it('refuses a zero rate-limit window, timeout or backoff, and a backoff above its cap', () => {
+    const dir = writeConfig([]);
+    writeApp(
+      dir,
+      'a.yaml',
+      hook(['id: a', 'kind: webhook', 'rateLimit: { max: 5, per: 0 }', 'timeout: 0s', 'retry: { backoff: 0 }']),
+    );
+    writeApp(dir, 'b.yaml', hook(['id: b', 'kind: webhook', 'retry: { backoff: 10m, maxBackoff: 1m }']));
+    const errors = errorsOf(dir);
+    expect(errors).toEqual([
+      expect.stringMatching(/a\.yaml: retry\.backoff: must be longer than 0/),
+      expect.stringMatching(/a\.yaml: rateLimit\.per: must be longer than 0/),
+      expect.stringMatching(/a\.yaml: timeout: must be longer than 0/),
+      expect.stringMatching(/b\.yaml: retry\.maxBackoff: 1m is shorter than retry\.backoff \(10m\)/),
+    ]);
+  });
+});
+
+describe('disabled apps', () => {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: the test name quotes the syntax
+  it('may leave url and secret as unset ${VARS}; enabled, the same file names the unset variables only', () => {
+    const dir = writeConfig([]);
+    const app = [
+      'id: off',
+      'kind: webhook',
+      'webhook:',
+      `  url: ${ref('HOOK_URL')}`,
+      `  secret: ${ref('HOOK_SECRET')}`,
+      '',
+    ];
+    writeApp(dir, 'off.yaml', ['enabled: false', ...app].join('\n'));
+    expect(loadConfig(dir, {}).apps[0]).toMatchObject({ id: 'off', enabled: false, kind: 'webhook' });
+    writeApp(dir, 'off.yaml', ['enabled: true', ...app].join('\n'));
+    expect(errorsOf(dir)).toEqual([
+      expect.stringMatching(/off\.yaml: webhook\.url: environment variable HOOK_URL is not set/),
+      expect.stringMatching(/off\.yaml: webhook\.secret: environment variable HOOK_SECRET is not set/),
+    ]);
+  });
+
+  it("still checks a disabled app's other keys, and what after: says about it", () => {
+    const dir = writeConfig([webhookApp('on', URL, { after: ['off'] })]);
+    writeApp(
+      dir,
+      'off.yaml',
+      [
+        'enabled: false',
+        'id: off',
+        'kind: webhook',
+        'delay: soon',
+        'webhook:',
+        '  url: ftp://x',
+        `  secret: ${ref('S')}`,
+        '',
+      ].join('\n'),
+    );
+    expect(errorsOf(dir)).toEqual([
+      expect.stringMatching(/off\.yaml: delay: "soon" is not a duration/),
+      expect.stringMatching(/off\.yaml: webhook\.url: must be an http\(s\) URL/),
+    ]);
+    writeApp(
+      dir,
+      'off.yaml',
+      [
+        'enabled: false',
+        'id: off',
+        'kind: webhook',
+        'webhook:',
+        `  url: ${ref('U')}`,
+        `  secret: ${ref('S')}`,
+        '',
+      ].join('\n'),
+    );
+    expect(errorsOf(dir)).toEqual([expect.stringMatching(/on\.yaml: after\[0\]: "off" is disabled/)]);
+  });
+});
+
+describe('error messages', () => {
+  it('names the line and column of a YAML syntax error', () => {
+    const dir = writeConfig([]);
+    writeApp(dir, 'a.yaml', 'id: a\nkind: webhook\nwebhook: { url: "http://x\n');
+    writeFileSync(join(dir, 'ripple.yaml'), 'ingest:\n  secrets: [unclosed\nadmin: {}\n');
+    const errors = errorsOf(dir);
+    expect(errors).toHaveLength(2);
+    expect(errors[0]).toMatch(/ripple\.yaml: line 3, column 1: YAML syntax error: /);
+    expect(errors[1]).toMatch(/a\.yaml: line \d+, column \d+: YAML syntax error: /);
+    for (const e of errors) expect(e).not.toMatch(/\(root\)/);
+  });
+
+  it('names a misspelt key, the keys expected there and the closest one', () => {
+    const dir = writeConfig([], { vault: { key: Buffer.alloc(32, 1).toString('base64'), tll: '1h' } });
+    writeApp(
+      dir,
+      'a.yaml',
+      hook(['id: a', 'kind: webhook', 'ation: refresh', 'retry: { atempts: 3 }', 'colour: blue']),
+    );
+    const errors = errorsOf(dir);
+    expect(errors).toEqual([
+      expect.stringMatching(
+        /ripple\.yaml: vault\.tll: unknown key "tll" \(did you mean "ttl"\?\) — expected one of: keyId, key, ttl$/,
+      ),
+      expect.stringMatching(/a\.yaml: retry\.atempts: unknown key "atempts" \(did you mean "attempts"\?\)/),
+      expect.stringMatching(
+        /a\.yaml: ation: unknown key "ation" \(did you mean "action"\?\) — expected one of: id, name, kind, enabled, assign, action, delay,/,
+      ),
+      expect.stringMatching(/a\.yaml: colour: unknown key "colour" — expected one of: id, name/),
+    ]);
+  });
+
+  it('says what assign accepts', () => {
+    const dir = writeConfig([]);
+    writeApp(dir, 'a.yaml', hook(['id: a', 'kind: webhook', 'assign: { group: [eng] }']));
+    writeApp(dir, 'b.yaml', hook(['id: b', 'kind: webhook', 'assign: everyone']));
+    writeApp(dir, 'c.yaml', hook(['id: c', 'kind: webhook', 'assign: { groups: [eng], users: [al] }']));
+    writeApp(dir, 'd.yaml', hook(['id: d', 'kind: webhook', 'assign: { groups: [] }']));
+    const errors = errorsOf(dir);
+    const accepts = 'all, \\{ groups: \\[a, b\\] \\} or \\{ users: \\[alice\\] \\}';
+    expect(errors).toEqual([
+      expect.stringMatching(
+        new RegExp(`a\\.yaml: assign: expected ${accepts}: unknown key "group" \\(did you mean "groups"\\?\\)`),
+      ),
+      expect.stringMatching(new RegExp(`b\\.yaml: assign: expected ${accepts}, not "everyone"`)),
+      expect.stringMatching(/c\.yaml: assign: groups or users, not both/),
+      expect.stringMatching(/d\.yaml: assign\.groups: list at least one group/),
+    ]);
+  });
+
+  it('reports a bad action once, on its own file and key, not as a missing app elsewhere', () => {
+    const dir = writeConfig([
+      webhookApp('first', URL, { action: 'explode' }),
+      webhookApp('second', URL, { after: ['first'] }),
+    ]);
+    expect(errorsOf(dir)).toEqual([expect.stringMatching(/first\.yaml: action: webhook supports revoke \| refresh$/)]);
+  });
+});
+
+describe('vault.ttl against credential apps', () => {
+  const ldap = (id: string, extra: Record<string, unknown> = {}) => ({
+    id,
+    kind: 'ldap',
+    retry: { attempts: 2, backoff: '1m' },
+    ...extra,
+    ldap: { url: 'ldap://ldap.example.org', bindDN: 'cn=r', bindPassword: 'pw', userDN: 'uid={username}' },
+  });
+
+  it('counts the wait for the apps it runs after', () => {
+    const dir = writeConfig([
+      webhookApp('slow-first', URL, { delay: '50m', retry: { attempts: 3, backoff: '5m', maxBackoff: '10m' } }),
+      ldap('corp-ldap', { after: ['slow-first'] }),
+    ]);
+    // slow-first: 50m + 5m + 10m + 3 × (10s timeout + 30s settle) = 1h7m, before corp-ldap even starts.
+    expect(errorsOf(dir)).toEqual([
+      expect.stringMatching(
+        /corp-ldap\.yaml: after: .*up to 1h9m20s after the change — waits for "slow-first" \(done at the latest 1h7m after the change\)/,
+      ),
+    ]);
+  });
+
+  it('leaves alone apps that never read the password, disabled ones, and ones that fit', () => {
+    const dir = writeConfig([
+      webhookApp('hook', URL, { delay: '5h' }),
+      ldap('off-ldap', { enabled: false, delay: '5h' }),
+      ldap('fits', { delay: '57m' }),
+    ]);
+    expect(loadConfig(dir, {}).apps.map((a) => a.id)).toEqual(['fits', 'hook', 'off-ldap']);
   });
 });
