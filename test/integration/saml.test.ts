@@ -23,11 +23,13 @@ import {
   startSigningServer,
   testSigningKeys,
 } from '../support/session-harness.js';
+import { startXmlsecSp, type XmlsecSp } from '../support/xmlsec-sp.js';
 
 let registry: RegistryHarness;
 let keys: SigningKeys;
 let ripple: { issuer: string; app: FastifyInstance };
 let sp: TestSp;
+let xmlsecSp: XmlsecSp;
 let dir: string;
 
 beforeAll(async () => {
@@ -37,10 +39,12 @@ beforeAll(async () => {
   ripple = await startSigningServer(keys);
   sp = await startTestSp({ idpMetadataUrl: `${ripple.issuer}/saml/metadata`, signResponses: true });
   writeFileSync(join(dir, 'sp-metadata.xml'), sp.metadata);
+  xmlsecSp = await startXmlsecSp({ idpMetadataUrl: `${ripple.issuer}/saml/metadata` });
 });
 
 afterAll(async () => {
   await sp?.stop();
+  await xmlsecSp?.stop();
   await ripple?.app.close();
   await registry?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
@@ -370,8 +374,101 @@ describe('kind: saml against a samlify service provider over SOAP', () => {
         { configDir: dir },
       ),
     ).toThrow(/unknown placeholder \{mail\}/);
+    expect(() =>
+      appConfig(
+        samlAdapter,
+        'x',
+        {
+          sp: {
+            entityID: 'e',
+            sloUrl: 'https://sp.example/slo',
+            cert: '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n',
+          },
+        },
+        'revoke',
+        { configDir: dir },
+      ),
+    ).toThrow(/"cert"[\s\S]*not a usable X\.509 certificate/);
     const { services, app } = setup();
     const ecOnly: SigningKeys = { ...keys, saml: undefined };
     expect(() => samlAdapter.create(app, { ...services, signing: ecOnly })).toThrow(/needs an RSA key/);
+  });
+});
+
+describe('kind: saml: which signed LogoutResponses count (an xmlsec1 SP, independent of samlify)', () => {
+  const xmlsecSettings = (extra: Record<string, unknown> = {}) => ({
+    sp: { entityID: xmlsecSp.entityID, sloUrl: xmlsecSp.sloUrl, binding: 'soap', cert: xmlsecSp.certificatePem },
+    ...extra,
+  });
+  async function deliverTo(name: string, extra: Record<string, unknown> = {}) {
+    const { store, services, app, target } = setup(xmlsecSettings(extra));
+    const changedAt = new Date();
+    xmlsecSp.sessions.set(`idx-${name}`, `${name}@example.org`);
+    await store.record({
+      app: 'salesforce',
+      username: name,
+      createdAt: new Date(changedAt.getTime() - 1000),
+      sessionIndex: `idx-${name}`,
+    });
+    return target.deliver(deliveryContext(app, passwordChange(user(name), changedAt), services));
+  }
+  const failure = (p: Promise<unknown>) =>
+    p.then(
+      (r) => ({ outcome: 'resolved', result: r }),
+      (e: PermanentDeliveryError) => ({ outcome: 'rejected', code: e.code, message: e.message }),
+    );
+
+  it('a response xmlsec1 signed over its root, RSA-SHA256: done; the SP verified the request and ended the session', async () => {
+    xmlsecSp.mode = 'success';
+    const before = xmlsecSp.verified.length;
+    const result = await deliverTo('kim', { requireSignedResponse: true });
+    expect(result).toMatchObject({ outcome: 'done' });
+    expect(xmlsecSp.verified.slice(before)).toMatchObject([{ nameId: 'kim@example.org', sessionIndexes: ['idx-kim'] }]);
+    expect(xmlsecSp.sessions.has('idx-kim')).toBe(false);
+  });
+
+  it('a genuine signed Responder answer is failed with its status, signed or not required', async () => {
+    xmlsecSp.mode = 'responder';
+    try {
+      expect(await failure(deliverTo('lou'))).toMatchObject({
+        outcome: 'rejected',
+        code: 'SAML_LOGOUT_FAILED',
+        message: 'the SP answered Responder',
+      });
+    } finally {
+      xmlsecSp.mode = 'success';
+    }
+  });
+
+  it.each([
+    ['wrapped', 'SAML_RESPONSE_SIGNATURE_PLACEMENT', /sits in samlp:Extensions\/samlp:LogoutResponse, not directly/],
+    ['signatureMoved', 'SAML_RESPONSE_SIGNATURE_REFERENCE', /not the LogoutResponse/],
+    ['duplicateId', 'SAML_RESPONSE_DUPLICATE_ID', /2 elements carry the ID/],
+  ] as const)(
+    'a Success root rewrapping the signed Responder answer (%s) fails with %s, never done',
+    async (mode, code, message) => {
+      xmlsecSp.mode = mode;
+      try {
+        for (const extra of [{}, { requireSignedResponse: true }]) {
+          const got = await failure(deliverTo(`mo-${mode}`, extra));
+          expect(got).toMatchObject({ outcome: 'rejected', code });
+          expect((got as { message: string }).message).toMatch(message);
+        }
+        expect(xmlsecSp.sessions.get(`idx-mo-${mode}`)).toBe(`mo-${mode}@example.org`);
+      } finally {
+        xmlsecSp.mode = 'success';
+      }
+    },
+  );
+
+  it('a response signed with RSA-SHA1 is refused with the algorithm named', async () => {
+    xmlsecSp.algorithm = 'rsa-sha1';
+    try {
+      const got = await failure(deliverTo('ned'));
+      expect(got).toMatchObject({ outcome: 'rejected', code: 'SAML_RESPONSE_SIGNATURE_ALGORITHM' });
+      expect((got as { message: string }).message).toMatch(/rsa-sha1/);
+    } finally {
+      xmlsecSp.algorithm = 'rsa-sha256';
+    }
   });
 });

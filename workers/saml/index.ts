@@ -1,6 +1,10 @@
+import { type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { inflateRawSync } from 'node:zlib';
-import * as samlify from 'samlify';
+// The default import (module.exports) and not `import * as`: Node's ESM loader, which
+// `bin/ripple.js` uses, names only the CommonJS exports its lexer can see, and samlify
+// defines some (SamlLib, Utility, …) through getters it cannot; vitest's loader shows them all.
+import samlify from 'samlify';
 import { z } from 'zod';
 import { pem, textFile } from '../../src/config/schema-context.js';
 import { ConfigError, errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
@@ -11,11 +15,12 @@ import { NAMEID_FORMATS, rippleIdentityProvider, SAML_BINDING } from '../../src/
 import type { DeliveryContext, DeliveryResult, TargetAdapter } from '../../src/targets/adapter.js';
 import { describeFetchError, EXCERPT, excerpt, fetchTarget, httpStatusError } from '../../src/targets/http.js';
 import { logoutRequestXml } from './request.js';
-import { NS, parseXml, readSoap, SOAP_ACTION, STATUS, soapEnvelope } from './xml.js';
+import { checkLogoutResponse, type LogoutOutcome } from './response.js';
+import { readSoap, SOAP_ACTION, soapEnvelope } from './xml.js';
 
 // No samlify schema validator is set here: Ripple only builds and signs requests with
-// samlify and checks responses itself (xmldom + samlify's signature verifier), none of
-// which runs samlify's inbound flow that needs one.
+// samlify and checks responses itself (./response.ts, with xml-crypto), none of which runs
+// samlify's inbound flow that needs one.
 
 const LOOPBACK = /^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//;
 const sloUrlSchema = z
@@ -26,10 +31,21 @@ interface ResolvedSp {
   entityID: string;
   sloUrl: string;
   binding: 'soap' | 'post';
-  /** The SP's signing certificates (PEM or base64 DER), to check signed LogoutResponses. */
+  /** The SP's signing certificates (PEM or base64 DER) and their keys, to check signed LogoutResponses. */
   certificates: string[];
+  keys: KeyObject[];
   metadata?: string | undefined;
   metadataPath?: string | undefined;
+}
+
+/** The public key of each SP certificate (PEM, or base64 DER as metadata carries it). */
+function certificateKeys(certificates: string[]) {
+  return certificates.map((c) => {
+    const pemText = c.includes('-----BEGIN')
+      ? c
+      : `-----BEGIN CERTIFICATE-----\n${c.replace(/\s+/g, '')}\n-----END CERTIFICATE-----\n`;
+    return new X509Certificate(pemText).publicKey;
+  });
 }
 
 /** The SP's entityID, SLO endpoint for `binding` and signing certificates, from its metadata XML. */
@@ -51,12 +67,19 @@ function spFromMetadata(text: string, path: string, binding: 'soap' | 'post'): R
       `${path} has no ${binding.toUpperCase()} SingleLogoutService${offered.length ? ` (it offers ${offered.join(', ')}; set binding accordingly)` : ''}`,
     );
   }
-  const certs = asArray(entity.entityMeta.getX509Certificate('signing')).flat() as string[];
+  const certificates = (asArray(entity.entityMeta.getX509Certificate('signing')).flat() as string[]).filter(Boolean);
+  let keys: KeyObject[];
+  try {
+    keys = certificateKeys(certificates);
+  } catch (err) {
+    throw new Error(`${path} has an unusable signing certificate: ${errorMessage(err)}`);
+  }
   return {
     entityID: entity.entityMeta.getEntityID(),
     sloUrl: service.location,
     binding,
-    certificates: certs.filter(Boolean),
+    certificates,
+    keys,
     metadata: text,
     metadataPath: path,
   };
@@ -91,12 +114,23 @@ const spSchema = (ctx: Parameters<typeof textFile>[0]) =>
         issue.addIssue({ code: 'custom', message: 'give metadata, or entityID and sloUrl' });
         return z.NEVER;
       }
-      return {
-        entityID: sp.entityID,
-        sloUrl: sp.sloUrl,
-        binding: sp.binding,
-        certificates: sp.cert ? [sp.cert] : [],
-      };
+      const certificates = sp.cert ? [sp.cert] : [];
+      try {
+        return {
+          entityID: sp.entityID,
+          sloUrl: sp.sloUrl,
+          binding: sp.binding,
+          certificates,
+          keys: certificateKeys(certificates),
+        };
+      } catch (err) {
+        issue.addIssue({
+          code: 'custom',
+          path: ['cert'],
+          message: `not a usable X.509 certificate: ${errorMessage(err)}`,
+        });
+        return z.NEVER;
+      }
     });
 
 const nameIdFormat = z
@@ -124,11 +158,6 @@ type SamlSettings = z.output<ReturnType<typeof settings>>;
 function asArray<T>(v: T | T[] | null | undefined): T[] {
   if (v === null || v === undefined) return [];
   return Array.isArray(v) ? v : [v];
-}
-
-interface Outcome {
-  partial: boolean;
-  detail: string;
 }
 
 /** `kind: saml` — signed SAML 2.0 LogoutRequests to a service provider's Single Logout endpoint, server to server. */
@@ -208,78 +237,18 @@ export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
       });
     }
 
-    /** Checks a LogoutResponse against the request it answers (InResponseTo, Issuer, signature, status). */
-    function checkResponse(xml: string, requestId: string, signatureCheckable: boolean): Outcome {
-      let doc: Document;
-      try {
-        doc = parseXml(xml);
-      } catch (err) {
-        throw new PermanentDeliveryError('SAML_RESPONSE_INVALID', `LogoutResponse: ${errorMessage(err)}`);
-      }
-      const root = doc.documentElement;
-      if (!root || root.namespaceURI !== NS.protocol || root.localName !== 'LogoutResponse') {
-        throw new PermanentDeliveryError('SAML_RESPONSE_INVALID', 'the SP did not answer with a LogoutResponse');
-      }
-      const inResponseTo = root.getAttribute('InResponseTo');
-      if (inResponseTo !== requestId) {
-        throw new PermanentDeliveryError(
-          'SAML_RESPONSE_MISMATCH',
-          `LogoutResponse InResponseTo "${inResponseTo ?? ''}" does not match our request ${requestId}`,
-        );
-      }
-      const responseIssuer = firstChild(root, NS.assertion, 'Issuer')?.textContent?.trim();
-      if (responseIssuer !== undefined && responseIssuer !== s.sp.entityID) {
-        throw new PermanentDeliveryError(
-          'SAML_RESPONSE_ISSUER',
-          `LogoutResponse Issuer "${responseIssuer}" is not the SP "${s.sp.entityID}"`,
-        );
-      }
-      const signed = firstChild(root, NS.dsig, 'Signature') !== undefined;
-      if (signed || s.requireSignedResponse) {
-        if (!signed) throw new PermanentDeliveryError('SAML_RESPONSE_UNSIGNED', 'the LogoutResponse is not signed');
-        if (!signatureCheckable) {
-          throw new PermanentDeliveryError(
-            'SAML_RESPONSE_UNVERIFIED',
-            'a redirect-binding LogoutResponse cannot be verified here',
-          );
-        }
-        if (s.sp.certificates.length === 0) {
-          throw new PermanentDeliveryError(
-            'SAML_RESPONSE_UNVERIFIED',
-            'the SP signed its LogoutResponse but no SP certificate is configured (saml.sp.metadata or saml.sp.cert)',
-          );
-        }
-        let verified = false;
-        try {
-          [verified] = samlify.SamlLib.verifySignature(xml, { metadata: sp.entityMeta });
-        } catch (err) {
-          throw new PermanentDeliveryError('SAML_RESPONSE_SIGNATURE', `LogoutResponse signature: ${errorMessage(err)}`);
-        }
-        if (!verified) {
-          throw new PermanentDeliveryError('SAML_RESPONSE_SIGNATURE', 'the LogoutResponse signature does not verify');
-        }
-      }
-      const status = firstChild(root, NS.protocol, 'Status');
-      const top = status && firstChild(status, NS.protocol, 'StatusCode');
-      const second = top && firstChild(top, NS.protocol, 'StatusCode');
-      const topCode = top?.getAttribute('Value') ?? '';
-      const secondCode = second?.getAttribute('Value') ?? '';
-      const message = status && firstChild(status, NS.protocol, 'StatusMessage')?.textContent?.trim();
-      const shown = [topCode, secondCode]
-        .filter(Boolean)
-        .map((c) => c.split(':').pop())
-        .join('/');
-      if (secondCode === STATUS.partialLogout) {
-        return { partial: true, detail: `PartialLogout (${shown}${message ? `: ${message}` : ''})` };
-      }
-      if (topCode === STATUS.success) return { partial: false, detail: 'Success' };
-      throw new PermanentDeliveryError(
-        'SAML_LOGOUT_FAILED',
-        `the SP answered ${shown || 'no status'}${message ? `: ${message}` : ''}`,
-      );
+    /** Checks a LogoutResponse against the request it answers (./response.ts). */
+    function checkResponse(xml: string, requestId: string, signatureCheckable: boolean): LogoutOutcome {
+      return checkLogoutResponse(xml, {
+        requestId,
+        spEntityID: s.sp.entityID,
+        spKeys: s.sp.keys,
+        requireSigned: s.requireSignedResponse,
+        signatureCheckable,
+      });
     }
 
-    async function send(ctx: DeliveryContext, nameId: string, sessionIndexes: string[]): Promise<Outcome> {
+    async function send(ctx: DeliveryContext, nameId: string, sessionIndexes: string[]): Promise<LogoutOutcome> {
       const request = signedRequest(nameId, sessionIndexes);
       if (s.sp.binding === 'soap') {
         const res = await post(ctx, soapEnvelope(request.xml), {
@@ -357,7 +326,7 @@ export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
           const nameId = session.nameId ?? templateNameId();
           groups.set(nameId, [...(groups.get(nameId) ?? []), session]);
         }
-        const results: Outcome[] = [];
+        const results: LogoutOutcome[] = [];
         const warnings: string[] = [];
         let ended = 0;
         for (const [nameId, sessions] of groups) {
@@ -438,7 +407,7 @@ export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
   },
 };
 
-function finish(results: Outcome[], what: string, later: number, warnings: string[] = []): DeliveryResult {
+function finish(results: LogoutOutcome[], what: string, later: number, warnings: string[] = []): DeliveryResult {
   const partial = results.filter((r) => r.partial).map((r) => r.detail);
   const parts = [
     `${what}: ${results.length} LogoutRequest(s) answered ${results.map((r) => r.detail.split(' ')[0]).join(', ')}`,
@@ -448,12 +417,4 @@ function finish(results: Outcome[], what: string, later: number, warnings: strin
   const warning = [...partial.map((p) => `SP reported ${p}`), ...warnings];
   if (warning.length > 0) result.warning = warning.join('; ');
   return result;
-}
-
-function firstChild(parent: Element, ns: string, local: string): Element | undefined {
-  for (let n = parent.firstChild; n; n = n.nextSibling) {
-    if (n.nodeType === 1 && (n as Element).namespaceURI === ns && (n as Element).localName === local)
-      return n as Element;
-  }
-  return undefined;
 }
