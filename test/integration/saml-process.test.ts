@@ -6,6 +6,7 @@ import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import type { ServerProcess } from '../../src/util/server-process.js';
 import { freePort } from '../../src/util/server-process.js';
 import { spawnRipple } from '../support/cli.js';
+import { type Pysaml2Sp, startPysaml2Sp } from '../support/pysaml2.js';
 import {
   ADMIN_TOKEN,
   type EventStatus,
@@ -18,7 +19,8 @@ import {
 import { startXmlsecSp, type XmlsecSp } from '../support/xmlsec-sp.js';
 
 // `kind: saml` the way users run it: `bin/ripple.js start` as a process (tsx, ESM module
-// loading, not vitest's), against service providers whose XML security is xmlsec1.
+// loading, not vitest's), against service providers whose XML security is xmlsec1, and a
+// pysaml2 SP over HTTP-POST.
 
 let redis: EmbeddedRedis;
 let ripple: ServerProcess;
@@ -26,6 +28,7 @@ let base: string;
 let configDir: string;
 let signing: XmlsecSp;
 let wrapping: XmlsecSp;
+let pysaml2: Pysaml2Sp;
 
 beforeAll(async () => {
   redis = await startTestRedis();
@@ -35,6 +38,7 @@ beforeAll(async () => {
   signing = await startXmlsecSp({ idpMetadataUrl });
   wrapping = await startXmlsecSp({ idpMetadataUrl });
   wrapping.mode = 'wrapped';
+  pysaml2 = await startPysaml2Sp(idpMetadataUrl);
 
   const spSettings = (sp: XmlsecSp) => ({
     entityID: sp.entityID,
@@ -44,12 +48,18 @@ beforeAll(async () => {
   });
   configDir = tempDir('saml-process');
   mkdirSync(join(configDir, 'keys'));
+  writeFileSync(join(configDir, 'pysaml2-metadata.xml'), pysaml2.metadata);
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   writeFileSync(join(configDir, 'keys', 'ripple.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
   writeConfig(
     [
       { id: 'xmlsec-signed', kind: 'saml', saml: { sp: spSettings(signing), requireSignedResponse: true } },
       { id: 'xmlsec-wrapped', kind: 'saml', saml: { sp: spSettings(wrapping) } },
+      {
+        id: 'pysaml2-post',
+        kind: 'saml',
+        saml: { sp: { metadata: './pysaml2-metadata.xml', binding: 'post' }, requireSignedResponse: true },
+      },
     ],
     { issuer: base, signing: { keys: [{ kid: 'rsa-1', privateKey: './keys/ripple.key' }] } },
     configDir,
@@ -61,6 +71,7 @@ afterAll(async () => {
   await ripple?.stop();
   await signing?.stop();
   await wrapping?.stop();
+  await pysaml2?.stop();
   await redis?.stop();
   if (configDir) rmSync(configDir, { recursive: true, force: true });
 });
@@ -103,13 +114,15 @@ async function settled(eventId: string): Promise<EventStatus> {
 }
 
 describe('kind: saml through bin/ripple.js start', () => {
-  it('an SP that signs its LogoutResponses (xmlsec1): the app ends done, the SP verified the request and ended the session; a wrapped response fails the app', async () => {
+  it('SPs that sign their LogoutResponses (xmlsec1 over SOAP, pysaml2 over POST): done, each verified the request and ended the session; a wrapped response fails the app', async () => {
     const changedAt = new Date();
     const before = new Date(changedAt.getTime() - 60_000);
     signing.sessions.set('idx-signed-1', 'alice@example.org');
     wrapping.sessions.set('idx-wrapped-1', 'alice@example.org');
     await recordSession('xmlsec-signed', 'alice', 'idx-signed-1', before);
     await recordSession('xmlsec-wrapped', 'alice', 'idx-wrapped-1', before);
+    await pysaml2.addSession('idx-py-1', 'alice@example.org');
+    await recordSession('pysaml2-post', 'alice', 'idx-py-1', before);
 
     const status = await settled(await emit('alice'));
     const row = (app: string) => status.apps.find((a) => a.app === app);
@@ -119,6 +132,13 @@ describe('kind: saml through bin/ripple.js start', () => {
       { issuer: base, nameId: 'alice@example.org', sessionIndexes: ['idx-signed-1'] },
     ]);
     expect(signing.sessions.has('idx-signed-1')).toBe(false);
+
+    expect(row('pysaml2-post')).toMatchObject({ state: 'done', lastError: null });
+    const py = await pysaml2.state();
+    expect(py.log).toMatchObject([
+      { verified: true, binding: 'post', issuer: base, nameId: 'alice@example.org', sessionIndexes: ['idx-py-1'] },
+    ]);
+    expect(py.sessions['idx-py-1']).toBeUndefined();
 
     // The SP answered Responder (signed) and ended nothing; the unsigned Success around it must not count.
     expect(wrapping.verified).toHaveLength(1);

@@ -11,6 +11,7 @@ import { selfSignedCertificate } from '../../src/signing/x509.js';
 import type { EngineServices } from '../../src/targets/adapter.js';
 import { samlAdapter } from '../../workers/saml/index.js';
 import { soapEnvelope } from '../../workers/saml/xml.js';
+import { type Pysaml2Sp, startPysaml2Sp } from '../support/pysaml2.js';
 import { startTestSp, type TestSp } from '../support/saml-sp.js';
 import {
   appConfig,
@@ -30,6 +31,7 @@ let keys: SigningKeys;
 let ripple: { issuer: string; app: FastifyInstance };
 let sp: TestSp;
 let xmlsecSp: XmlsecSp;
+let pysaml2: Pysaml2Sp;
 let dir: string;
 
 beforeAll(async () => {
@@ -40,11 +42,14 @@ beforeAll(async () => {
   sp = await startTestSp({ idpMetadataUrl: `${ripple.issuer}/saml/metadata`, signResponses: true });
   writeFileSync(join(dir, 'sp-metadata.xml'), sp.metadata);
   xmlsecSp = await startXmlsecSp({ idpMetadataUrl: `${ripple.issuer}/saml/metadata` });
+  pysaml2 = await startPysaml2Sp(`${ripple.issuer}/saml/metadata`);
+  writeFileSync(join(dir, 'pysaml2-metadata.xml'), pysaml2.metadata);
 });
 
 afterAll(async () => {
   await sp?.stop();
   await xmlsecSp?.stop();
+  await pysaml2?.stop();
   await ripple?.app.close();
   await registry?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
@@ -470,5 +475,83 @@ describe('kind: saml: which signed LogoutResponses count (an xmlsec1 SP, indepen
     } finally {
       xmlsecSp.algorithm = 'rsa-sha256';
     }
+  });
+});
+
+describe('kind: saml against a pysaml2 service provider (a second, independent SAML stack)', () => {
+  async function logout(name: string, binding: 'soap' | 'post', signing = keys) {
+    const { store, services, app } = setup({
+      sp: { metadata: './pysaml2-metadata.xml', binding },
+      requireSignedResponse: true,
+    });
+    const target = samlAdapter.create(app, { ...services, signing });
+    const changedAt = new Date();
+    await pysaml2.addSession(`idx-${name}`, `${name}@example.org`);
+    await store.record({
+      app: 'salesforce',
+      username: name,
+      createdAt: new Date(changedAt.getTime() - 1000),
+      sessionIndex: `idx-${name}`,
+    });
+    const before = (await pysaml2.state()).log.length;
+    const result = await target
+      .deliver(deliveryContext(app, passwordChange(user(name), changedAt), services))
+      .catch((err: unknown) => err);
+    const after = await pysaml2.state();
+    return { result, records: after.log.slice(before), sessions: after.sessions };
+  }
+
+  it.each(['soap', 'post'] as const)(
+    '%s: pysaml2 verifies the signed LogoutRequest from /saml/metadata and ends the session; its signed LogoutResponse is done',
+    async (binding) => {
+      const name = `pia-${binding}`;
+      const { result, records, sessions } = await logout(name, binding);
+      expect(result).toMatchObject({ outcome: 'done' });
+      expect((result as { warning?: string }).warning).toBeUndefined();
+      expect(records).toMatchObject([
+        {
+          verified: true,
+          binding,
+          issuer: ripple.issuer,
+          destination: pysaml2.sloUrl,
+          nameId: `${name}@example.org`,
+          nameIdFormat: 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress',
+          sessionIndexes: [`idx-${name}`],
+          reason: 'urn:oasis:names:tc:SAML:2.0:logout:admin',
+        },
+      ]);
+      expect(sessions[`idx-${name}`]).toBeUndefined();
+    },
+  );
+
+  it('a stock pysaml2 7.0 signs its LogoutResponse with RSA-SHA1: refused, the message says what to configure', async () => {
+    await pysaml2.stockAlgorithms(true);
+    try {
+      const { result, records } = await logout('rex', 'post');
+      expect(records).toMatchObject([{ verified: true, binding: 'post' }]);
+      expect(result).toBeInstanceOf(PermanentDeliveryError);
+      expect(result).toMatchObject({ code: 'SAML_RESPONSE_SIGNATURE_ALGORITHM' });
+      expect((result as Error).message).toMatch(/xmldsig#rsa-sha1.*sign with RSA-SHA256/);
+    } finally {
+      await pysaml2.stockAlgorithms(false);
+    }
+  });
+
+  it('pysaml2 refuses a LogoutRequest signed with a key not in /saml/metadata; the app fails and the session stays', async () => {
+    const rogue = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const rogueKeys: SigningKeys = {
+      ...keys,
+      saml: {
+        ...(keys.saml as NonNullable<SigningKeys['saml']>),
+        privateKeyPem: rogue.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+        certificatePem: selfSignedCertificate(rogue.privateKey, 'rogue'),
+      },
+    };
+    const { result, records, sessions } = await logout('quinn', 'soap', rogueKeys);
+    expect(result).toBeInstanceOf(PermanentDeliveryError);
+    expect((result as PermanentDeliveryError).code).toBe('SAML_SOAP_FAULT');
+    expect(records).toMatchObject([{ verified: false, binding: 'soap' }]);
+    expect((records[0] as { error: string }).error).toMatch(/IncorrectlySigned/);
+    expect(sessions['idx-quinn']).toBe('quinn@example.org');
   });
 });

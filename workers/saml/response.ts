@@ -138,7 +138,7 @@ function signedRoot(xml: string, doc: Document, root: Element, signatures: Eleme
   if (unacceptable.length > 0) {
     refuse(
       'SAML_RESPONSE_SIGNATURE_ALGORITHM',
-      `the LogoutResponse signature uses ${unacceptable.join('; ')}: Ripple accepts RSA-SHA256/512 with a SHA-256/512 digest, enveloped-signature + exclusive c14n`,
+      `the LogoutResponse signature uses ${unacceptable.join('; ')}: configure the SP to sign with RSA-SHA256 (or -512) and a SHA-256 (or -512) digest, transforms enveloped-signature + exclusive c14n`,
     );
   }
 
