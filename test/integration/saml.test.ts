@@ -432,6 +432,18 @@ describe('kind: saml: which signed LogoutResponses count (an xmlsec1 SP, indepen
     expect(xmlsecSp.sessions.has('idx-kim')).toBe(false);
   });
 
+  it("the certificate in the response's KeyInfo is never trusted: only the configured SP certificate verifies", async () => {
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const got = await failure(
+      deliverTo('kai', {
+        sp: { ...xmlsecSettings().sp, cert: selfSignedCertificate(other.privateKey, 'not the sp') },
+      }),
+    );
+    expect(xmlsecSp.lastResponse).toMatch(/<ds:KeyInfo><ds:X509Data>\s*<ds:X509Certificate>/);
+    expect(got).toMatchObject({ outcome: 'rejected', code: 'SAML_RESPONSE_SIGNATURE' });
+    expect((got as { message: string }).message).toMatch(/does not verify with the SP certificate/);
+  });
+
   it('a genuine signed Responder answer is failed with its status, signed or not required', async () => {
     xmlsecSp.mode = 'responder';
     try {
@@ -446,11 +458,12 @@ describe('kind: saml: which signed LogoutResponses count (an xmlsec1 SP, indepen
   });
 
   it.each([
+    ['tampered', 'SAML_RESPONSE_SIGNATURE', /altered after signing/],
     ['wrapped', 'SAML_RESPONSE_SIGNATURE_PLACEMENT', /sits in samlp:Extensions\/samlp:LogoutResponse, not directly/],
     ['signatureMoved', 'SAML_RESPONSE_SIGNATURE_REFERENCE', /not the LogoutResponse/],
     ['duplicateId', 'SAML_RESPONSE_DUPLICATE_ID', /2 elements carry the ID/],
   ] as const)(
-    'a Success root rewrapping the signed Responder answer (%s) fails with %s, never done',
+    'a signed Responder answer made to say Success (%s) fails with %s, never done',
     async (mode, code, message) => {
       xmlsecSp.mode = mode;
       try {
@@ -534,6 +547,23 @@ describe('kind: saml against a pysaml2 service provider (a second, independent S
       expect((result as Error).message).toMatch(/xmldsig#rsa-sha1.*sign with RSA-SHA256/);
     } finally {
       await pysaml2.stockAlgorithms(false);
+    }
+  });
+
+  it("pysaml2's own SOAP unwrapping breaks the signature (why the README says binding: post for pysaml2 SPs)", async () => {
+    await pysaml2.nativeSoapUnwrapping(true);
+    try {
+      const soap = await logout('sam-soap', 'soap');
+      expect(soap.result).toMatchObject({ code: 'SAML_SOAP_FAULT' });
+      expect(soap.records).toMatchObject([{ verified: false, binding: 'soap' }]);
+      expect((soap.records[0] as { error: string }).error).toMatch(/IncorrectlySigned|Signature/);
+      expect(soap.sessions['idx-sam-soap']).toBe('sam-soap@example.org');
+      // The same SP over HTTP-POST verifies the same kind of request.
+      const post = await logout('sam-post', 'post');
+      expect(post.result).toMatchObject({ outcome: 'done' });
+      expect(post.records).toMatchObject([{ verified: true, binding: 'post' }]);
+    } finally {
+      await pysaml2.nativeSoapUnwrapping(false);
     }
   });
 

@@ -19,7 +19,8 @@ matching local sessions and answers a LogoutResponse signed by pysaml2 and then 
 form a browser would get.
 
 It signs with RSA-SHA256 and a SHA-256 digest (`signing_algorithm`, `digest_algorithm` under
-`service: sp:` in its config); POST /algorithms {"stock": true} makes it sign as pysaml2 7.0 does by default (RSA-SHA1).
+`service: sp:` in its config); POST /algorithms {"stock": true} makes it sign as pysaml2 7.0 does by default (RSA-SHA1),
+and POST /soap-unwrapping {"native": true} makes it unwrap SOAP with pysaml2's own parser.
 Test hooks: POST /sessions {"sessionIndex", "nameId"} adds a local session; GET /state returns
 {"sessions": {...}, "log": [...]} with one record per LogoutRequest, verified or refused.
 """
@@ -84,7 +85,7 @@ def sp_config(with_idp_metadata, stock_algorithms=False):
 
 
 lock = threading.Lock()
-state = {"sessions": {}, "log": [], "stockAlgorithms": False}
+state = {"sessions": {}, "log": [], "stockAlgorithms": False, "nativeSoap": False}
 clients = {}
 
 
@@ -98,13 +99,17 @@ def get_client(stock_algorithms):
     return clients[stock_algorithms]
 
 
-def handle_logout(request_xml, binding):
+def handle_logout(request_xml, binding, soap_envelope=None):
     """Verifies one LogoutRequest; returns (record, response_http_info)."""
     with lock:
         stock = state["stockAlgorithms"]
     sp = get_client(stock)
-    # Parsed as HTTP-POST in both cases: the bytes are what the IdP signed.
-    parsed = sp.parse_logout_request(base64.b64encode(request_xml).decode(), BINDING_HTTP_POST)
+    if soap_envelope is not None:
+        # pysaml2's own SOAP unwrapping, as an SP built on it would call it.
+        parsed = sp.parse_logout_request(soap_envelope.decode(), BINDING_SOAP)
+    else:
+        # Parsed as HTTP-POST in both cases: the bytes are what the IdP signed.
+        parsed = sp.parse_logout_request(base64.b64encode(request_xml).decode(), BINDING_HTTP_POST)
     if parsed is None:
         raise ValueError("pysaml2 did not accept the LogoutRequest")
     msg = parsed.message
@@ -162,6 +167,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if self.path == "/soap-unwrapping":
+            with lock:
+                state["nativeSoap"] = json.loads(body)["native"]
+            return self.reply(204, "", "text/plain")
         if self.path == "/algorithms":
             with lock:
                 state["stockAlgorithms"] = json.loads(body)["stock"]
@@ -176,15 +185,20 @@ class Handler(BaseHTTPRequestHandler):
         soap = "xml" in (self.headers.get("content-type") or "")
         binding = BINDING_SOAP if soap else BINDING_HTTP_POST
         try:
-            if soap:
-                found = LOGOUT_REQUEST.search(body)
-                if not found:
-                    raise ValueError("no LogoutRequest in the SOAP Body")
-                request_xml = found.group(0)
+            with lock:
+                native = state["nativeSoap"]
+            if soap and native:
+                record, info = handle_logout(None, binding, soap_envelope=body)
             else:
-                form = urllib.parse.parse_qs(body.decode())
-                request_xml = base64.b64decode(form["SAMLRequest"][0])
-            record, info = handle_logout(request_xml, binding)
+                if soap:
+                    found = LOGOUT_REQUEST.search(body)
+                    if not found:
+                        raise ValueError("no LogoutRequest in the SOAP Body")
+                    request_xml = found.group(0)
+                else:
+                    form = urllib.parse.parse_qs(body.decode())
+                    request_xml = base64.b64decode(form["SAMLRequest"][0])
+                record, info = handle_logout(request_xml, binding)
         except Exception as err:  # a refusal is recorded and answered, never fatal
             with lock:
                 state["log"].append({"verified": False, "binding": "soap" if soap else "post",

@@ -31,6 +31,8 @@ export interface Pysaml2Sp {
   addSession(sessionIndex: string, nameId: string): Promise<void>;
   /** Sign responses as a stock pysaml2 7.0 does (RSA-SHA1), or as configured (RSA-SHA256). */
   stockAlgorithms(stock: boolean): Promise<void>;
+  /** Unwrap SOAP with pysaml2's own parser (`parse_logout_request(envelope, BINDING_SOAP)`), not byte for byte. */
+  nativeSoapUnwrapping(native: boolean): Promise<void>;
   state(): Promise<{ sessions: Record<string, string>; log: Pysaml2Record[] }>;
   stop(): Promise<void>;
 }
@@ -70,6 +72,9 @@ export async function startPysaml2Sp(idpMetadataUrl: string): Promise<Pysaml2Sp>
     },
     async stockAlgorithms(stock) {
       await call('/algorithms', { method: 'POST', body: JSON.stringify({ stock }) });
+    },
+    async nativeSoapUnwrapping(native) {
+      await call('/soap-unwrapping', { method: 'POST', body: JSON.stringify({ native }) });
     },
     async state() {
       return (await (await call('/state')).json()) as Awaited<ReturnType<Pysaml2Sp['state']>>;

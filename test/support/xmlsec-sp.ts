@@ -16,14 +16,15 @@ import { DOMParser } from '@xmldom/xmldom';
  *
  * `mode` plays what Ripple must cope with:
  * - `success` / `responder`: a genuine signed answer with that status;
+ * - `tampered`: the signed Responder answer with its status changed to Success afterwards;
  * - `wrapped`: an attacker's rewrap of the genuine signed Responder answer: an unsigned
  *   Success root carrying the signed response inside `samlp:Extensions`;
  * - `signatureMoved`: the same, with the genuine Signature moved up to the unsigned root
  *   (it still references, and verifies over, the Responder response in Extensions);
  * - `duplicateId`: as `signatureMoved`, the root also taking the signed response's ID.
- * In the three wrapped modes the SP itself answered Responder and ended nothing.
+ * In all but `success` the SP itself answered Responder and ended nothing.
  */
-export type XmlsecSpMode = 'success' | 'responder' | 'wrapped' | 'signatureMoved' | 'duplicateId';
+export type XmlsecSpMode = 'success' | 'responder' | 'tampered' | 'wrapped' | 'signatureMoved' | 'duplicateId';
 
 export interface VerifiedLogoutRequest {
   id: string;
@@ -43,6 +44,8 @@ export interface XmlsecSp {
   /** Requests whose signature xmlsec1 verified (and that were acted on). */
   verified: VerifiedLogoutRequest[];
   refused: string[];
+  /** The last LogoutResponse it answered, as sent. */
+  lastResponse: string;
   mode: XmlsecSpMode;
   /** The response signature: RSA-SHA256 (digest SHA-256) or the legacy RSA-SHA1 (digest SHA-1). */
   algorithm: 'rsa-sha256' | 'rsa-sha1';
@@ -132,6 +135,7 @@ export async function startXmlsecSp(opts: { idpMetadataUrl: string; port?: numbe
     sessions: new Map(),
     verified: [],
     refused: [],
+    lastResponse: '',
     mode: 'success',
     algorithm: 'rsa-sha256',
     stop: async () => {},
@@ -227,9 +231,10 @@ export async function startXmlsecSp(opts: { idpMetadataUrl: string; port?: numbe
       const status = state.mode === 'success' ? STATUS.success : STATUS.responder;
       return signedResponse(newId(), request.id, status, from.entityID);
     }
-    // The genuine answer is a signed Responder; what reaches Ripple is a rewrap of it.
+    // The genuine answer is a signed Responder; what reaches Ripple is an alteration of it.
     const genuineId = newId();
     const genuine = await signedResponse(genuineId, request.id, STATUS.responder, from.entityID);
+    if (state.mode === 'tampered') return genuine.replace(STATUS.responder, STATUS.success);
     const signature = /<ds:Signature[\s\S]*<\/ds:Signature>/.exec(genuine)?.[0] ?? '';
     const rootId = state.mode === 'duplicateId' ? genuineId : newId();
     const open =
@@ -268,6 +273,7 @@ export async function startXmlsecSp(opts: { idpMetadataUrl: string; port?: numbe
       state.verified.push(request);
       try {
         const response = await answer(request);
+        state.lastResponse = response;
         send(
           200,
           `<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="${NS.soap}"><soap:Body>${response}</soap:Body></soap:Envelope>`,
