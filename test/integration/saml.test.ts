@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import type { SigningKeys } from '../../src/signing/index.js';
 import { selfSignedCertificate } from '../../src/signing/x509.js';
 import type { EngineServices } from '../../src/targets/adapter.js';
 import { samlAdapter } from '../../workers/saml/index.js';
+import { checkLogoutResponse } from '../../workers/saml/response.js';
 import { soapEnvelope } from '../../workers/saml/xml.js';
 import { type Pysaml2Sp, startPysaml2Sp } from '../support/pysaml2.js';
 import { startTestSp, type TestSp } from '../support/saml-sp.js';
@@ -478,6 +479,30 @@ describe('kind: saml: which signed LogoutResponses count (an xmlsec1 SP, indepen
       }
     },
   );
+
+  it('a genuine signed response is refused once anything is put before its SignedInfo or a second Signature is added', async () => {
+    xmlsecSp.mode = 'success';
+    await deliverTo('ora');
+    const genuine = xmlsecSp.lastResponse;
+    const check = (xml: string) =>
+      failure(
+        Promise.resolve().then(() =>
+          checkLogoutResponse(xml, {
+            requestId: /InResponseTo="([^"]+)"/.exec(genuine)?.[1] ?? '',
+            spEntityID: xmlsecSp.entityID,
+            spKeys: [new X509Certificate(xmlsecSp.certificatePem).publicKey],
+            requireSigned: true,
+            signatureCheckable: true,
+          }),
+        ),
+      );
+    expect(await check(genuine)).toMatchObject({ outcome: 'resolved', result: { detail: 'Success' } });
+    const object = genuine.replace('<ds:SignedInfo>', '<ds:Object/><ds:SignedInfo>');
+    expect(await check(object)).toMatchObject({ outcome: 'rejected', code: 'SAML_RESPONSE_INVALID' });
+    const signature = /<ds:Signature[\s\S]*<\/ds:Signature>/.exec(genuine)?.[0] ?? '';
+    const twice = genuine.replace(signature, signature + signature);
+    expect(await check(twice)).toMatchObject({ outcome: 'rejected', code: 'SAML_RESPONSE_SIGNATURE_PLACEMENT' });
+  });
 
   it('a response signed with RSA-SHA1 is refused with the algorithm named', async () => {
     xmlsecSp.algorithm = 'rsa-sha1';

@@ -102,12 +102,21 @@ function signedRoot(xml: string, doc: Document, root: Element, signatures: Eleme
     refuse('SAML_RESPONSE_DUPLICATE_ID', `${holders.length} elements carry the ID "${id}" (signature wrapping?)`);
   }
 
+  // xml-crypto reads the algorithms from the first matching descendants, so nothing may precede SignedInfo.
+  const parts = children(sig, '*', null).map((el) => `${el.namespaceURI === NS.dsig ? '' : '?'}${el.localName}`);
+  if (!/^SignedInfo,SignatureValue(,KeyInfo)?$/.test(parts.join(','))) {
+    refuse(
+      'SAML_RESPONSE_INVALID',
+      `the ds:Signature holds ${parts.join(', ') || 'nothing'}; SignedInfo, SignatureValue and an optional KeyInfo are expected`,
+    );
+  }
   const signedInfo = onlyChild(sig, 'SignedInfo');
   const algorithm = (parent: Element | undefined, name: string) =>
     (parent && onlyChild(parent, name)?.getAttribute('Algorithm')) ?? '';
   const c14n = algorithm(signedInfo, 'CanonicalizationMethod');
   const method = algorithm(signedInfo, 'SignatureMethod');
-  const references = signedInfo ? children(signedInfo, 'Reference') : [];
+  // Counted by local name in any namespace, as xml-crypto finds them.
+  const references = signedInfo ? children(signedInfo, 'Reference', null) : [];
   const [reference] = references;
   if (references.length !== 1 || !reference) {
     return refuse(
@@ -149,7 +158,8 @@ function signedRoot(xml: string, doc: Document, root: Element, signatures: Eleme
     try {
       verifier.loadSignature(sig);
       if (verifier.checkSignature(xml)) {
-        const [signed] = verifier.getSignedReferences();
+        const signedReferences = verifier.getSignedReferences();
+        const signed = signedReferences.length === 1 ? signedReferences[0] : undefined;
         const signedDoc = signed ? parseXml(signed) : undefined;
         const signedRootEl = signedDoc?.documentElement;
         if (isElement(signedRootEl, NS.protocol, 'LogoutResponse') && signedRootEl.getAttribute('ID') === id) {
@@ -209,9 +219,15 @@ function childNS(parent: Element, ns: string, local: string): Element | undefine
   return undefined;
 }
 
-function children(parent: Element, local: string): Element[] {
+/** The ds: children of that local name (`*`: any), or of any namespace with `ns` null. */
+function children(parent: Element, local: string, ns: string | null = NS.dsig): Element[] {
   const found: Element[] = [];
-  for (let n = parent.firstChild; n; n = n.nextSibling) if (isElement(n, NS.dsig, local)) found.push(n);
+  for (let n = parent.firstChild; n; n = n.nextSibling) {
+    const el = n as Element;
+    if (n.nodeType === 1 && (local === '*' || el.localName === local) && (ns === null || el.namespaceURI === ns)) {
+      found.push(el);
+    }
+  }
   return found;
 }
 
