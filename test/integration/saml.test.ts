@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +10,9 @@ import type { SigningKeys } from '../../src/signing/index.js';
 import { selfSignedCertificate } from '../../src/signing/x509.js';
 import type { EngineServices } from '../../src/targets/adapter.js';
 import { samlAdapter } from '../../workers/saml/index.js';
+import { checkLogoutResponse } from '../../workers/saml/response.js';
 import { soapEnvelope } from '../../workers/saml/xml.js';
+import { type Pysaml2Sp, startPysaml2Sp } from '../support/pysaml2.js';
 import { startTestSp, type TestSp } from '../support/saml-sp.js';
 import {
   appConfig,
@@ -23,11 +25,14 @@ import {
   startSigningServer,
   testSigningKeys,
 } from '../support/session-harness.js';
+import { startXmlsecSp, type XmlsecSp } from '../support/xmlsec-sp.js';
 
 let registry: RegistryHarness;
 let keys: SigningKeys;
 let ripple: { issuer: string; app: FastifyInstance };
 let sp: TestSp;
+let xmlsecSp: XmlsecSp;
+let pysaml2: Pysaml2Sp;
 let dir: string;
 
 beforeAll(async () => {
@@ -37,10 +42,15 @@ beforeAll(async () => {
   ripple = await startSigningServer(keys);
   sp = await startTestSp({ idpMetadataUrl: `${ripple.issuer}/saml/metadata`, signResponses: true });
   writeFileSync(join(dir, 'sp-metadata.xml'), sp.metadata);
+  xmlsecSp = await startXmlsecSp({ idpMetadataUrl: `${ripple.issuer}/saml/metadata` });
+  pysaml2 = await startPysaml2Sp(`${ripple.issuer}/saml/metadata`);
+  writeFileSync(join(dir, 'pysaml2-metadata.xml'), pysaml2.metadata);
 });
 
 afterAll(async () => {
   await sp?.stop();
+  await xmlsecSp?.stop();
+  await pysaml2?.stop();
   await ripple?.app.close();
   await registry?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
@@ -370,8 +380,233 @@ describe('kind: saml against a samlify service provider over SOAP', () => {
         { configDir: dir },
       ),
     ).toThrow(/unknown placeholder \{mail\}/);
+    expect(() =>
+      appConfig(
+        samlAdapter,
+        'x',
+        {
+          sp: {
+            entityID: 'e',
+            sloUrl: 'https://sp.example/slo',
+            cert: '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n',
+          },
+        },
+        'revoke',
+        { configDir: dir },
+      ),
+    ).toThrow(/"cert"[\s\S]*not a usable X\.509 certificate/);
     const { services, app } = setup();
     const ecOnly: SigningKeys = { ...keys, saml: undefined };
     expect(() => samlAdapter.create(app, { ...services, signing: ecOnly })).toThrow(/needs an RSA key/);
+  });
+});
+
+describe('kind: saml: which signed LogoutResponses count (an xmlsec1 SP, independent of samlify)', () => {
+  const xmlsecSettings = (extra: Record<string, unknown> = {}) => ({
+    sp: { entityID: xmlsecSp.entityID, sloUrl: xmlsecSp.sloUrl, binding: 'soap', cert: xmlsecSp.certificatePem },
+    ...extra,
+  });
+  async function deliverTo(name: string, extra: Record<string, unknown> = {}) {
+    const { store, services, app, target } = setup(xmlsecSettings(extra));
+    const changedAt = new Date();
+    xmlsecSp.sessions.set(`idx-${name}`, `${name}@example.org`);
+    await store.record({
+      app: 'salesforce',
+      username: name,
+      createdAt: new Date(changedAt.getTime() - 1000),
+      sessionIndex: `idx-${name}`,
+    });
+    return target.deliver(deliveryContext(app, passwordChange(user(name), changedAt), services));
+  }
+  const failure = (p: Promise<unknown>) =>
+    p.then(
+      (r) => ({ outcome: 'resolved', result: r }),
+      (e: PermanentDeliveryError) => ({ outcome: 'rejected', code: e.code, message: e.message }),
+    );
+
+  it('a response xmlsec1 signed over its root, RSA-SHA256: done; the SP verified the request and ended the session', async () => {
+    xmlsecSp.mode = 'success';
+    const before = xmlsecSp.verified.length;
+    const result = await deliverTo('kim', { requireSignedResponse: true });
+    expect(result).toMatchObject({ outcome: 'done' });
+    expect(xmlsecSp.verified.slice(before)).toMatchObject([{ nameId: 'kim@example.org', sessionIndexes: ['idx-kim'] }]);
+    expect(xmlsecSp.sessions.has('idx-kim')).toBe(false);
+  });
+
+  it("the certificate in the response's KeyInfo is never trusted: only the configured SP certificate verifies", async () => {
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const got = await failure(
+      deliverTo('kai', {
+        sp: { ...xmlsecSettings().sp, cert: selfSignedCertificate(other.privateKey, 'not the sp') },
+      }),
+    );
+    expect(xmlsecSp.lastResponse).toMatch(/<ds:KeyInfo><ds:X509Data>\s*<ds:X509Certificate>/);
+    expect(got).toMatchObject({ outcome: 'rejected', code: 'SAML_RESPONSE_SIGNATURE' });
+    expect((got as { message: string }).message).toMatch(/does not verify with the SP certificate/);
+  });
+
+  it('a genuine signed Responder answer is failed with its status, signed or not required', async () => {
+    xmlsecSp.mode = 'responder';
+    try {
+      expect(await failure(deliverTo('lou'))).toMatchObject({
+        outcome: 'rejected',
+        code: 'SAML_LOGOUT_FAILED',
+        message: 'the SP answered Responder',
+      });
+    } finally {
+      xmlsecSp.mode = 'success';
+    }
+  });
+
+  it.each([
+    ['tampered', 'SAML_RESPONSE_SIGNATURE', /altered after signing/],
+    ['wrapped', 'SAML_RESPONSE_SIGNATURE_PLACEMENT', /sits in samlp:Extensions\/samlp:LogoutResponse, not directly/],
+    ['signatureMoved', 'SAML_RESPONSE_SIGNATURE_REFERENCE', /not the LogoutResponse/],
+    ['duplicateId', 'SAML_RESPONSE_DUPLICATE_ID', /2 elements carry the ID/],
+  ] as const)(
+    'a signed Responder answer made to say Success (%s) fails with %s, never done',
+    async (mode, code, message) => {
+      xmlsecSp.mode = mode;
+      try {
+        for (const extra of [{}, { requireSignedResponse: true }]) {
+          const got = await failure(deliverTo(`mo-${mode}`, extra));
+          expect(got).toMatchObject({ outcome: 'rejected', code });
+          expect((got as { message: string }).message).toMatch(message);
+        }
+        expect(xmlsecSp.sessions.get(`idx-mo-${mode}`)).toBe(`mo-${mode}@example.org`);
+      } finally {
+        xmlsecSp.mode = 'success';
+      }
+    },
+  );
+
+  it('a genuine signed response is refused once anything is put before its SignedInfo or a second Signature is added', async () => {
+    xmlsecSp.mode = 'success';
+    await deliverTo('ora');
+    const genuine = xmlsecSp.lastResponse;
+    const check = (xml: string) =>
+      failure(
+        Promise.resolve().then(() =>
+          checkLogoutResponse(xml, {
+            requestId: /InResponseTo="([^"]+)"/.exec(genuine)?.[1] ?? '',
+            spEntityID: xmlsecSp.entityID,
+            spKeys: [new X509Certificate(xmlsecSp.certificatePem).publicKey],
+            requireSigned: true,
+            signatureCheckable: true,
+          }),
+        ),
+      );
+    expect(await check(genuine)).toMatchObject({ outcome: 'resolved', result: { detail: 'Success' } });
+    const object = genuine.replace('<ds:SignedInfo>', '<ds:Object/><ds:SignedInfo>');
+    expect(await check(object)).toMatchObject({ outcome: 'rejected', code: 'SAML_RESPONSE_INVALID' });
+    const signature = /<ds:Signature[\s\S]*<\/ds:Signature>/.exec(genuine)?.[0] ?? '';
+    const twice = genuine.replace(signature, signature + signature);
+    expect(await check(twice)).toMatchObject({ outcome: 'rejected', code: 'SAML_RESPONSE_SIGNATURE_PLACEMENT' });
+  });
+
+  it('a response signed with RSA-SHA1 is refused with the algorithm named', async () => {
+    xmlsecSp.algorithm = 'rsa-sha1';
+    try {
+      const got = await failure(deliverTo('ned'));
+      expect(got).toMatchObject({ outcome: 'rejected', code: 'SAML_RESPONSE_SIGNATURE_ALGORITHM' });
+      expect((got as { message: string }).message).toMatch(/rsa-sha1/);
+    } finally {
+      xmlsecSp.algorithm = 'rsa-sha256';
+    }
+  });
+});
+
+describe('kind: saml against a pysaml2 service provider (a second, independent SAML stack)', () => {
+  async function logout(name: string, binding: 'soap' | 'post', signing = keys) {
+    const { store, services, app } = setup({
+      sp: { metadata: './pysaml2-metadata.xml', binding },
+      requireSignedResponse: true,
+    });
+    const target = samlAdapter.create(app, { ...services, signing });
+    const changedAt = new Date();
+    await pysaml2.addSession(`idx-${name}`, `${name}@example.org`);
+    await store.record({
+      app: 'salesforce',
+      username: name,
+      createdAt: new Date(changedAt.getTime() - 1000),
+      sessionIndex: `idx-${name}`,
+    });
+    const before = (await pysaml2.state()).log.length;
+    const result = await target
+      .deliver(deliveryContext(app, passwordChange(user(name), changedAt), services))
+      .catch((err: unknown) => err);
+    const after = await pysaml2.state();
+    return { result, records: after.log.slice(before), sessions: after.sessions };
+  }
+
+  it.each(['soap', 'post'] as const)(
+    '%s: pysaml2 verifies the signed LogoutRequest from /saml/metadata and ends the session; its signed LogoutResponse is done',
+    async (binding) => {
+      const name = `pia-${binding}`;
+      const { result, records, sessions } = await logout(name, binding);
+      expect(result).toMatchObject({ outcome: 'done' });
+      expect((result as { warning?: string }).warning).toBeUndefined();
+      expect(records).toMatchObject([
+        {
+          verified: true,
+          binding,
+          issuer: ripple.issuer,
+          destination: pysaml2.sloUrl,
+          nameId: `${name}@example.org`,
+          nameIdFormat: 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress',
+          sessionIndexes: [`idx-${name}`],
+          reason: 'urn:oasis:names:tc:SAML:2.0:logout:admin',
+        },
+      ]);
+      expect(sessions[`idx-${name}`]).toBeUndefined();
+    },
+  );
+
+  it('a stock pysaml2 7.0 signs its LogoutResponse with RSA-SHA1: refused, the message says what to configure', async () => {
+    await pysaml2.stockAlgorithms(true);
+    try {
+      const { result, records } = await logout('rex', 'post');
+      expect(records).toMatchObject([{ verified: true, binding: 'post' }]);
+      expect(result).toBeInstanceOf(PermanentDeliveryError);
+      expect(result).toMatchObject({ code: 'SAML_RESPONSE_SIGNATURE_ALGORITHM' });
+      expect((result as Error).message).toMatch(/xmldsig#rsa-sha1.*sign with RSA-SHA256/);
+    } finally {
+      await pysaml2.stockAlgorithms(false);
+    }
+  });
+
+  it("pysaml2's own SOAP unwrapping breaks the signature (why the README says binding: post for pysaml2 SPs)", async () => {
+    await pysaml2.nativeSoapUnwrapping(true);
+    try {
+      const soap = await logout('sam-soap', 'soap');
+      expect(soap.result).toMatchObject({ code: 'SAML_SOAP_FAULT' });
+      expect(soap.records).toMatchObject([{ verified: false, binding: 'soap' }]);
+      expect((soap.records[0] as { error: string }).error).toMatch(/IncorrectlySigned|Signature/);
+      expect(soap.sessions['idx-sam-soap']).toBe('sam-soap@example.org');
+      // The same SP over HTTP-POST verifies the same kind of request.
+      const post = await logout('sam-post', 'post');
+      expect(post.result).toMatchObject({ outcome: 'done' });
+      expect(post.records).toMatchObject([{ verified: true, binding: 'post' }]);
+    } finally {
+      await pysaml2.nativeSoapUnwrapping(false);
+    }
+  });
+
+  it('pysaml2 refuses a LogoutRequest signed with a key not in /saml/metadata; the app fails and the session stays', async () => {
+    const rogue = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const rogueKeys: SigningKeys = {
+      ...keys,
+      saml: {
+        ...(keys.saml as NonNullable<SigningKeys['saml']>),
+        privateKeyPem: rogue.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+        certificatePem: selfSignedCertificate(rogue.privateKey, 'rogue'),
+      },
+    };
+    const { result, records, sessions } = await logout('quinn', 'soap', rogueKeys);
+    expect(result).toBeInstanceOf(PermanentDeliveryError);
+    expect((result as PermanentDeliveryError).code).toBe('SAML_SOAP_FAULT');
+    expect(records).toMatchObject([{ verified: false, binding: 'soap' }]);
+    expect((records[0] as { error: string }).error).toMatch(/IncorrectlySigned/);
+    expect(sessions['idx-quinn']).toBe('quinn@example.org');
   });
 });

@@ -1,135 +1,22 @@
 import { readFileSync } from 'node:fs';
 import { inflateRawSync } from 'node:zlib';
-import * as samlify from 'samlify';
-import { z } from 'zod';
-import { pem, textFile } from '../../src/config/schema-context.js';
+// The default import: see ./settings.ts.
+import samlify from 'samlify';
 import { ConfigError, errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
 import { planSessions } from '../../src/sessions/plan.js';
 import type { SessionRecord } from '../../src/sessions/store.js';
-import { renderSubject, subjectTemplate } from '../../src/sessions/template.js';
-import { NAMEID_FORMATS, rippleIdentityProvider, SAML_BINDING } from '../../src/signing/metadata.js';
+import { renderSubject } from '../../src/sessions/template.js';
+import { rippleIdentityProvider, SAML_BINDING } from '../../src/signing/metadata.js';
 import type { DeliveryContext, DeliveryResult, TargetAdapter } from '../../src/targets/adapter.js';
 import { describeFetchError, EXCERPT, excerpt, fetchTarget, httpStatusError } from '../../src/targets/http.js';
 import { logoutRequestXml } from './request.js';
-import { NS, parseXml, readSoap, SOAP_ACTION, STATUS, soapEnvelope } from './xml.js';
+import { checkLogoutResponse, type LogoutOutcome } from './response.js';
+import { type SamlSettings, settings, spFromMetadata } from './settings.js';
+import { readSoap, SOAP_ACTION, soapEnvelope } from './xml.js';
 
 // No samlify schema validator is set here: Ripple only builds and signs requests with
-// samlify and checks responses itself (xmldom + samlify's signature verifier), none of
-// which runs samlify's inbound flow that needs one.
-
-const LOOPBACK = /^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//;
-const sloUrlSchema = z
-  .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
-  .refine((u) => u.startsWith('https:') || LOOPBACK.test(u), 'must use https (http only on loopback)');
-
-interface ResolvedSp {
-  entityID: string;
-  sloUrl: string;
-  binding: 'soap' | 'post';
-  /** The SP's signing certificates (PEM or base64 DER), to check signed LogoutResponses. */
-  certificates: string[];
-  metadata?: string | undefined;
-  metadataPath?: string | undefined;
-}
-
-/** The SP's entityID, SLO endpoint for `binding` and signing certificates, from its metadata XML. */
-function spFromMetadata(text: string, path: string, binding: 'soap' | 'post'): ResolvedSp {
-  let entity: ReturnType<typeof samlify.ServiceProvider>;
-  try {
-    entity = samlify.ServiceProvider({ metadata: text });
-  } catch (err) {
-    throw new Error(`${path} is not usable SP metadata: ${errorMessage(err)}`);
-  }
-  const services = asArray(entity.entityMeta.getSingleLogoutService(undefined as unknown as string)) as Array<{
-    binding?: string;
-    location?: string;
-  }>;
-  const service = services.find((x) => x?.binding === SAML_BINDING[binding]);
-  if (!service?.location) {
-    const offered = services.map((x) => x?.binding?.split(':').pop()).filter(Boolean);
-    throw new Error(
-      `${path} has no ${binding.toUpperCase()} SingleLogoutService${offered.length ? ` (it offers ${offered.join(', ')}; set binding accordingly)` : ''}`,
-    );
-  }
-  const certs = asArray(entity.entityMeta.getX509Certificate('signing')).flat() as string[];
-  return {
-    entityID: entity.entityMeta.getEntityID(),
-    sloUrl: service.location,
-    binding,
-    certificates: certs.filter(Boolean),
-    metadata: text,
-    metadataPath: path,
-  };
-}
-
-const spSchema = (ctx: Parameters<typeof textFile>[0]) =>
-  z
-    .strictObject({
-      /** SP metadata XML file; gives entityID, the SLO endpoint and the SP's signing certificate. */
-      metadata: textFile(ctx).optional(),
-      entityID: z.string().min(1).optional(),
-      sloUrl: sloUrlSchema.optional(),
-      /** soap: back-channel SOAP 1.1 (the usual for server-to-server SLO); post: HTTP-POST form, server to server. */
-      binding: z.enum(['soap', 'post']).default('soap'),
-      /** The SP's signing certificate (PEM, inline or file) when not using metadata. */
-      cert: pem(ctx).optional(),
-    })
-    .transform((sp, issue): ResolvedSp => {
-      if (sp.metadata) {
-        if (sp.entityID || sp.sloUrl || sp.cert) {
-          issue.addIssue({ code: 'custom', message: 'give either metadata or entityID + sloUrl (+ cert), not both' });
-          return z.NEVER;
-        }
-        try {
-          return spFromMetadata(sp.metadata.text, sp.metadata.path, sp.binding);
-        } catch (err) {
-          issue.addIssue({ code: 'custom', path: ['metadata'], message: errorMessage(err) });
-          return z.NEVER;
-        }
-      }
-      if (!sp.entityID || !sp.sloUrl) {
-        issue.addIssue({ code: 'custom', message: 'give metadata, or entityID and sloUrl' });
-        return z.NEVER;
-      }
-      return {
-        entityID: sp.entityID,
-        sloUrl: sp.sloUrl,
-        binding: sp.binding,
-        certificates: sp.cert ? [sp.cert] : [],
-      };
-    });
-
-const nameIdFormat = z
-  .string()
-  .default('emailAddress')
-  .transform((v) => NAMEID_FORMATS[v as keyof typeof NAMEID_FORMATS] ?? v)
-  .refine((v) => v.startsWith('urn:'), {
-    message: `use ${Object.keys(NAMEID_FORMATS).join(', ')} or a full urn:oasis:names:tc:SAML:… format`,
-  });
-
-const settings = (ctx: Parameters<typeof textFile>[0]) =>
-  z.strictObject({
-    sp: spSchema(ctx),
-    /** How the SP knows the user: NameID format and a template of the event's user (`{email}`, `{username}`, `{id}`). */
-    nameId: z
-      .strictObject({ format: nameIdFormat, value: subjectTemplate().default('{email}') })
-      .default({ format: NAMEID_FORMATS.emailAddress, value: '{email}' }),
-    /** With no session recorded for the user, send one NameID-only LogoutRequest (ends all their sessions at the SP). */
-    allowSubjectWide: z.boolean().default(false),
-    /** Refuse LogoutResponses that are not signed by the SP. Signed responses are always checked. */
-    requireSignedResponse: z.boolean().default(false),
-  });
-type SamlSettings = z.output<ReturnType<typeof settings>>;
-
-function asArray<T>(v: T | T[] | null | undefined): T[] {
-  if (v === null || v === undefined) return [];
-  return Array.isArray(v) ? v : [v];
-}
-
-interface Outcome {
-  partial: boolean;
-  detail: string;
-}
+// samlify and checks responses itself (./response.ts, with xml-crypto), none of which runs
+// samlify's inbound flow that needs one.
 
 /** `kind: saml` — signed SAML 2.0 LogoutRequests to a service provider's Single Logout endpoint, server to server. */
 export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
@@ -208,78 +95,18 @@ export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
       });
     }
 
-    /** Checks a LogoutResponse against the request it answers (InResponseTo, Issuer, signature, status). */
-    function checkResponse(xml: string, requestId: string, signatureCheckable: boolean): Outcome {
-      let doc: Document;
-      try {
-        doc = parseXml(xml);
-      } catch (err) {
-        throw new PermanentDeliveryError('SAML_RESPONSE_INVALID', `LogoutResponse: ${errorMessage(err)}`);
-      }
-      const root = doc.documentElement;
-      if (!root || root.namespaceURI !== NS.protocol || root.localName !== 'LogoutResponse') {
-        throw new PermanentDeliveryError('SAML_RESPONSE_INVALID', 'the SP did not answer with a LogoutResponse');
-      }
-      const inResponseTo = root.getAttribute('InResponseTo');
-      if (inResponseTo !== requestId) {
-        throw new PermanentDeliveryError(
-          'SAML_RESPONSE_MISMATCH',
-          `LogoutResponse InResponseTo "${inResponseTo ?? ''}" does not match our request ${requestId}`,
-        );
-      }
-      const responseIssuer = firstChild(root, NS.assertion, 'Issuer')?.textContent?.trim();
-      if (responseIssuer !== undefined && responseIssuer !== s.sp.entityID) {
-        throw new PermanentDeliveryError(
-          'SAML_RESPONSE_ISSUER',
-          `LogoutResponse Issuer "${responseIssuer}" is not the SP "${s.sp.entityID}"`,
-        );
-      }
-      const signed = firstChild(root, NS.dsig, 'Signature') !== undefined;
-      if (signed || s.requireSignedResponse) {
-        if (!signed) throw new PermanentDeliveryError('SAML_RESPONSE_UNSIGNED', 'the LogoutResponse is not signed');
-        if (!signatureCheckable) {
-          throw new PermanentDeliveryError(
-            'SAML_RESPONSE_UNVERIFIED',
-            'a redirect-binding LogoutResponse cannot be verified here',
-          );
-        }
-        if (s.sp.certificates.length === 0) {
-          throw new PermanentDeliveryError(
-            'SAML_RESPONSE_UNVERIFIED',
-            'the SP signed its LogoutResponse but no SP certificate is configured (saml.sp.metadata or saml.sp.cert)',
-          );
-        }
-        let verified = false;
-        try {
-          [verified] = samlify.SamlLib.verifySignature(xml, { metadata: sp.entityMeta });
-        } catch (err) {
-          throw new PermanentDeliveryError('SAML_RESPONSE_SIGNATURE', `LogoutResponse signature: ${errorMessage(err)}`);
-        }
-        if (!verified) {
-          throw new PermanentDeliveryError('SAML_RESPONSE_SIGNATURE', 'the LogoutResponse signature does not verify');
-        }
-      }
-      const status = firstChild(root, NS.protocol, 'Status');
-      const top = status && firstChild(status, NS.protocol, 'StatusCode');
-      const second = top && firstChild(top, NS.protocol, 'StatusCode');
-      const topCode = top?.getAttribute('Value') ?? '';
-      const secondCode = second?.getAttribute('Value') ?? '';
-      const message = status && firstChild(status, NS.protocol, 'StatusMessage')?.textContent?.trim();
-      const shown = [topCode, secondCode]
-        .filter(Boolean)
-        .map((c) => c.split(':').pop())
-        .join('/');
-      if (secondCode === STATUS.partialLogout) {
-        return { partial: true, detail: `PartialLogout (${shown}${message ? `: ${message}` : ''})` };
-      }
-      if (topCode === STATUS.success) return { partial: false, detail: 'Success' };
-      throw new PermanentDeliveryError(
-        'SAML_LOGOUT_FAILED',
-        `the SP answered ${shown || 'no status'}${message ? `: ${message}` : ''}`,
-      );
+    /** Checks a LogoutResponse against the request it answers (./response.ts). */
+    function checkResponse(xml: string, requestId: string, signatureCheckable: boolean): LogoutOutcome {
+      return checkLogoutResponse(xml, {
+        requestId,
+        spEntityID: s.sp.entityID,
+        spKeys: s.sp.keys,
+        requireSigned: s.requireSignedResponse,
+        signatureCheckable,
+      });
     }
 
-    async function send(ctx: DeliveryContext, nameId: string, sessionIndexes: string[]): Promise<Outcome> {
+    async function send(ctx: DeliveryContext, nameId: string, sessionIndexes: string[]): Promise<LogoutOutcome> {
       const request = signedRequest(nameId, sessionIndexes);
       if (s.sp.binding === 'soap') {
         const res = await post(ctx, soapEnvelope(request.xml), {
@@ -357,7 +184,7 @@ export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
           const nameId = session.nameId ?? templateNameId();
           groups.set(nameId, [...(groups.get(nameId) ?? []), session]);
         }
-        const results: Outcome[] = [];
+        const results: LogoutOutcome[] = [];
         const warnings: string[] = [];
         let ended = 0;
         for (const [nameId, sessions] of groups) {
@@ -438,7 +265,7 @@ export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
   },
 };
 
-function finish(results: Outcome[], what: string, later: number, warnings: string[] = []): DeliveryResult {
+function finish(results: LogoutOutcome[], what: string, later: number, warnings: string[] = []): DeliveryResult {
   const partial = results.filter((r) => r.partial).map((r) => r.detail);
   const parts = [
     `${what}: ${results.length} LogoutRequest(s) answered ${results.map((r) => r.detail.split(' ')[0]).join(', ')}`,
@@ -448,12 +275,4 @@ function finish(results: Outcome[], what: string, later: number, warnings: strin
   const warning = [...partial.map((p) => `SP reported ${p}`), ...warnings];
   if (warning.length > 0) result.warning = warning.join('; ');
   return result;
-}
-
-function firstChild(parent: Element, ns: string, local: string): Element | undefined {
-  for (let n = parent.firstChild; n; n = n.nextSibling) {
-    if (n.nodeType === 1 && (n as Element).namespaceURI === ns && (n as Element).localName === local)
-      return n as Element;
-  }
-  return undefined;
 }

@@ -43,12 +43,6 @@ export function serialize(node: Node): string {
   return new XMLSerializer().serializeToString(node as never);
 }
 
-/** The first element with this namespace and local name, in document order. */
-export function firstElement(root: Document | Element, ns: string, local: string): Element | undefined {
-  const list = root.getElementsByTagNameNS(ns, local);
-  return list.length > 0 ? (list.item(0) ?? undefined) : undefined;
-}
-
 /** A SOAP 1.1 envelope around one SAML protocol message (the message keeps its own namespaces and signature). */
 export function soapEnvelope(message: string): string {
   const body = message.replace(/^\s*<\?xml[^>]*\?>\s*/, '');
@@ -64,24 +58,54 @@ export type SoapContent =
   | { kind: 'message'; xml: string; element: Element }
   | { kind: 'fault'; code: string; text: string };
 
-/** The SAML message (by local name) or the Fault inside a SOAP 1.1 Body. */
+/** The SAML message (by local name) or the Fault that is the only element in a SOAP 1.1 Body. */
 export function readSoap(text: string, messageName: 'LogoutRequest' | 'LogoutResponse'): SoapContent {
   const doc = parseXml(text);
   const envelope = doc.documentElement;
   if (!envelope || envelope.namespaceURI !== NS.soap || envelope.localName !== 'Envelope') {
     throw new Error('not a SOAP 1.1 envelope');
   }
-  const body = firstElement(envelope, NS.soap, 'Body');
+  const body = childElements(envelope).find((el) => el.namespaceURI === NS.soap && el.localName === 'Body');
   if (!body) throw new Error('SOAP envelope without Body');
-  const fault = firstElement(body, NS.soap, 'Fault');
-  if (fault) {
+  const content = childElements(body);
+  const [element] = content;
+  if (content.length !== 1 || !element) {
+    throw new Error(`the SOAP Body holds ${content.length} elements; one ${messageName} (or Fault) is expected`);
+  }
+  if (element.namespaceURI === NS.soap && element.localName === 'Fault') {
     const child = (name: string) => {
-      const el = fault.getElementsByTagName(name).item(0);
+      const el = element.getElementsByTagName(name).item(0);
       return el?.textContent?.trim() ?? '';
     };
     return { kind: 'fault', code: child('faultcode'), text: child('faultstring') };
   }
-  const element = firstElement(body, NS.protocol, messageName);
-  if (!element) throw new Error(`SOAP Body holds no ${messageName}`);
-  return { kind: 'message', xml: serialize(element), element };
+  if (element.namespaceURI !== NS.protocol || element.localName !== messageName) {
+    throw new Error(`the SOAP Body holds <${element.nodeName}>, not a ${messageName}`);
+  }
+  return { kind: 'message', xml: standalone(element), element };
+}
+
+function childElements(parent: Element): Element[] {
+  const found: Element[] = [];
+  for (let n = parent.firstChild; n; n = n.nextSibling) if (n.nodeType === 1) found.push(n as Element);
+  return found;
+}
+
+/**
+ * The element as a document of its own, with the namespace declarations it inherits from
+ * the envelope copied onto it, so that exclusive c14n (InclusiveNamespaces included) gives
+ * the same bytes as it did inside the envelope and its signature still verifies.
+ */
+function standalone(element: Element): string {
+  const copy = element.cloneNode(true) as Element;
+  for (let el = element.parentNode; el && el.nodeType === 1; el = el.parentNode) {
+    const attrs = (el as Element).attributes;
+    for (let i = 0; i < attrs.length; i++) {
+      const a = attrs.item(i);
+      if (a && (a.name === 'xmlns' || a.name.startsWith('xmlns:')) && !copy.hasAttribute(a.name)) {
+        copy.setAttributeNS('http://www.w3.org/2000/xmlns/', a.name, a.value);
+      }
+    }
+  }
+  return serialize(copy);
 }
