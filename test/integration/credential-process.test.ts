@@ -94,6 +94,7 @@ describe('ldap then radius through bin/ripple.js start', () => {
           id: 'corp-ldap',
           kind: 'ldap',
           action: 'refresh',
+          retry: { attempts: 3, backoff: '1s' },
           ldap: {
             url: slapd.url,
             bindDN: slapd.rootDN,
