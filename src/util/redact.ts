@@ -49,9 +49,10 @@ const URL_IN_TEXT = /(?:\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}:)?\/\/[^\s"'<>]*/g;
 
 /**
  * `name=value` where the name follows `?`, `&`, `#`, `;`, whitespace or the start of the text,
- * and the value runs to the next separator, whitespace, quote or angle bracket.
+ * and the value runs to the next separator, whitespace, quote or angle bracket (punctuation just
+ * before those, as in `…?token=abc: refused`, stays outside).
  */
-const PARAM = /(^|[?&#;\s])([A-Za-z0-9_.-]{1,64})=([^&#;\s"'<>]+)/g;
+const PARAM = /(^|[?&#;\s])([A-Za-z0-9_.-]{1,64})=([^&#;\s"'<>]+?)(?=[:,.)]{0,3}(?:[&#;\s"'<>]|$))/g;
 
 /** `"name": "value"` in a JSON excerpt (escaped quotes inside the value included). */
 const JSON_MEMBER = /"([A-Za-z0-9_.-]{1,64})"(\s*:\s*)"(?:[^"\\]|\\.)*"/g;
@@ -87,7 +88,12 @@ function isSecretParam(name: string, inUrlOrForm: boolean): boolean {
 }
 
 /** Splits one URL into authority, path and the rest, and redacts userinfo and token-like path segments. */
-function redactUrl(url: string): string {
+function redactUrl(match: string): string {
+  // Punctuation that ends a sentence or a `url: reason` is not part of the URL.
+  let cut = match.length;
+  while (cut > 0 && ':,.;)'.includes(match.charAt(cut - 1))) cut--;
+  const url = match.slice(0, cut);
+  const trailing = match.slice(cut);
   const start = url.indexOf('//') + 2;
   // The authority ends at the first `/`, `?`, `#` or `\` (WHATWG URL parsing).
   let end = start;
@@ -99,7 +105,7 @@ function redactUrl(url: string): string {
   while (pathEnd < url.length && !'?#'.includes(url.charAt(pathEnd))) pathEnd++;
   const path = url.slice(end, pathEnd);
   const redactedPath = path.length >= 16 ? path.split('/').map(redactSegment).join('/') : path;
-  return `${url.slice(0, start)}${authority}${redactedPath}${url.slice(pathEnd)}`;
+  return `${url.slice(0, start)}${authority}${redactedPath}${url.slice(pathEnd)}${trailing}`;
 }
 
 const TOKEN_CHARS = /^[A-Za-z0-9_.~=+%-]+$/;

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/log.js';
 import { redactSecrets } from '../../src/util/redact.js';
 
 describe('redactSecrets', () => {
@@ -43,6 +44,8 @@ describe('redactSecrets', () => {
       ['wss://h/socket?Authorization=Bearer%20abc', 'wss://h/socket?Authorization=***'],
       ['https://h/x?token=&b=1', 'https://h/x?token=&b=1'],
       ['bind failed: password=hunter2 rejected', 'bind failed: password=*** rejected'],
+      ['POST https://h/x?token=t-1: HTTP 500', 'POST https://h/x?token=***: HTTP 500'],
+      ['https://h/x?code=a:b:c&x=1 (see https://h/y?sig=s).', 'https://h/x?code=***&x=1 (see https://h/y?sig=***).'],
     ];
     for (const [input, expected] of cases) expect(redactSecrets(input), input).toBe(expected);
   });
@@ -67,6 +70,7 @@ describe('redactSecrets', () => {
         'https://discord.com/api/webhooks/112233445566778899/***',
       ],
       ['https://h/hooks/5f4dcc3b5aa765d61d8327deb882cf99/run', 'https://h/hooks/***/run'],
+      ['POST https://h/hooks/5f4dcc3b5aa765d61d8327deb882cf99: ECONNRESET', 'POST https://h/hooks/***: ECONNRESET'],
       ['https://h/hooks/QWErtyUIOpasDFGhjkLZXcvb', 'https://h/hooks/***'],
     ];
     for (const [input, expected] of cases) expect(redactSecrets(input), input).toBe(expected);
@@ -107,6 +111,9 @@ describe('redactSecrets', () => {
       '?token='.repeat(40_000),
       '"k":"'.repeat(40_000),
       `x://${'/'.repeat(200_000)}`,
+      `?token=a${':'.repeat(200_000)}`,
+      `https://h/${'.'.repeat(200_000)}x`,
+      `${'token='.repeat(30_000)}`,
     ];
     for (const text of hostile) {
       const started = performance.now();
@@ -114,5 +121,21 @@ describe('redactSecrets', () => {
       // Generous: a quadratic scan of these inputs takes minutes, a linear one milliseconds.
       expect(performance.now() - started, text.slice(0, 20)).toBeLessThan(2_000);
     }
+  });
+});
+
+describe('the logger', () => {
+  it('redacts URL secrets in lastError, detail, warning, url and logged errors, and censors credential fields', () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: 'info', destination: { write: (line: string) => lines.push(line) } });
+    const leaky = 'POST https://ripple:Hunter2-in-url@audit.example.org/hook?token=tok-123: HTTP 500';
+    log.warn({ lastError: leaky, detail: leaky, warning: leaky, url: 'https://u:Hunter2-in-url@h/' }, 'app failed');
+    log.error({ err: new Error(leaky, { cause: new Error(leaky) }) }, 'delivery worker error');
+    log.info({ job: { lastError: leaky }, password: 'Hunter2-plain', credential: { password: 'x' } }, 'nested');
+    const text = lines.join('');
+    expect(text).not.toContain('Hunter2');
+    expect(text).not.toContain('tok-123');
+    expect(text).toContain('https://***@audit.example.org/hook?token=***: HTTP 500');
+    expect(JSON.parse(lines[2] ?? '{}')).toMatchObject({ password: '[redacted]', credential: '[redacted]' });
   });
 });
