@@ -87,13 +87,15 @@ export const sessionRoutes: FastifyPluginAsync<SessionRoutesOptions> = async (ap
     if (r) rules.set(a.id, r);
   }
   app.addHook('onRequest', adminAuth(opts.adminTokens));
-  app.setErrorHandler((err: { statusCode?: number; message: string }, req, reply) => {
+  app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, req, reply) => {
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
     if (status === 500) {
       req.log.error({ err }, 'session registry failed');
       return reply.code(500).send(refusal('internal', 'the session registry failed; see the server log'));
     }
-    return reply.code(status).send(refusal('invalid_request', err.message));
+    // Fastify's own refusals: a body that is not JSON (400), a wrong content-type (415), too large (413).
+    const error = status === 400 ? 'invalid_body' : (err.code ?? 'bad_request').toLowerCase();
+    return reply.code(status).send(refusal(error, err.message));
   });
 
   app.post('/v1/sessions', async (req, reply) => {

@@ -133,6 +133,7 @@ describe('session registry API', () => {
     });
     expect(notJson.statusCode).toBe(400);
     expect(Object.keys(notJson.json()).sort()).toEqual(['error', 'message']);
+    expect(notJson.json().error).toBe('invalid_body');
     expect((await post({ ...good, ttl: '400d' })).statusCode).toBe(201);
     await app.close();
   });
