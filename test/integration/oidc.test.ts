@@ -191,6 +191,30 @@ describe('kind: oidc against oidc-provider and a strict back-channel logout RP',
     expect(await store.list('crm', 'hank')).toEqual([]);
   });
 
+  it('revoke without oidc.revocation: a refresh token recorded earlier is named on the row as still valid at the OP', async () => {
+    const { store, services, app, target } = setup({ revocation: undefined });
+    const changedAt = new Date();
+    const s = await op.signIn('ivan');
+    rp.sessions.set(s.sid, s.sub);
+    // Recorded while the app still had oidc.revocation (the API now refuses it).
+    await store.record({
+      app: 'crm',
+      username: 'ivan',
+      createdAt: new Date(changedAt.getTime() - 60_000),
+      sid: s.sid,
+      refreshToken: s.refreshToken,
+    });
+    const result = await target.deliver(
+      deliveryContext(app, passwordChange({ username: 'ivan' }, changedAt), services),
+    );
+    expect(result.outcome).toBe('done');
+    expect(result.detail).toBe('1 logout token(s) accepted, 0 refresh token(s) revoked');
+    expect(result.warning).toMatch(
+      /has a refresh token but oidc.revocation is not configured: it stays valid at the OP/,
+    );
+    expect(await op.isActive(s.refreshToken)).toBe(true);
+  });
+
   it('refresh: only revokes refresh tokens (RFC 7009), the RP session lives until its next refresh', async () => {
     const { store, services, app, target } = setup({}, 'refresh');
     const changedAt = new Date();
