@@ -1,6 +1,15 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
+import { RippleError } from '../errors.js';
 import type { Vault } from '../vault/vault.js';
+
+const RECORD_SESSION = readFileSync(new URL('./record-session.lua', import.meta.url), 'utf8');
+
+type RecordReply = [string, number | string, string];
+type RedisWithSessions = Redis & {
+  rippleRecordSession(index: string, ...argv: (string | number)[]): Promise<RecordReply>;
+};
 
 /** What an IdP or app records at sign-in. */
 export interface SessionInput {
@@ -39,13 +48,41 @@ export interface SessionStoreOptions {
   maxTtlMs?: number;
 }
 
+/** A stored entry, with its members in one order whoever wrote it (TypeScript or Lua). */
+function parseRecord(json: string): SessionRecord {
+  const r = JSON.parse(json) as SessionRecord;
+  return {
+    id: r.id,
+    app: r.app,
+    username: r.username,
+    createdAt: r.createdAt,
+    expiresAt: r.expiresAt,
+    ...(r.sid !== undefined ? { sid: r.sid } : {}),
+    ...(r.sessionIndex !== undefined ? { sessionIndex: r.sessionIndex } : {}),
+    ...(r.nameId !== undefined ? { nameId: r.nameId } : {}),
+    hasRefreshToken: r.hasRefreshToken === true,
+  };
+}
+
+/** The outcome of recording a session: `created` is false when an entry for the same sid/sessionIndex was updated. */
+export interface RecordedSession {
+  session: SessionRecord;
+  created: boolean;
+}
+
 const DAY = 86_400_000;
+/** Shortest lifetime of an entry, ms. */
+export const MIN_SESSION_TTL_MS = 1000;
+/** Longest lifetime of an entry, ms: 400 days. */
+export const MAX_SESSION_TTL_MS = 400 * DAY;
 
 /**
  * The session registry. Each session is a Redis string (JSON) with a TTL; a sorted set
  * per (app, user) indexes ids by `createdAt`, so an adapter can ask for the sessions
  * opened before a password change and leave later ones alone. Usernames are matched
- * case-insensitively. Refresh tokens live in the vault under `session:<id>:rt`.
+ * case-insensitively. Refresh tokens live in the vault under `session:<id>:rt`. One session is
+ * one entry: recording the same `sid` or `sessionIndex` again for the same app and user updates
+ * that entry (atomically, in `record-session.lua`).
  */
 export class SessionStore {
   readonly defaultTtlMs: number;
@@ -58,7 +95,10 @@ export class SessionStore {
     opts: SessionStoreOptions = {},
   ) {
     this.defaultTtlMs = opts.defaultTtlMs ?? 30 * DAY;
-    this.maxTtlMs = opts.maxTtlMs ?? 400 * DAY;
+    this.maxTtlMs = opts.maxTtlMs ?? MAX_SESSION_TTL_MS;
+    if (!('rippleRecordSession' in redis)) {
+      redis.defineCommand('rippleRecordSession', { numberOfKeys: 1, lua: RECORD_SESSION });
+    }
   }
 
   private entryKey(id: string) {
@@ -73,13 +113,25 @@ export class SessionStore {
     return `session:${id}:rt`;
   }
 
+  /** Records a session (or updates the entry of the same sid/sessionIndex) and returns it. */
   async record(input: SessionInput): Promise<SessionRecord> {
+    return (await this.upsert(input)).session;
+  }
+
+  /**
+   * Records a session, or updates the entry already recorded for the same `sid` or `sessionIndex`
+   * of this user at this app: new `createdAt`, lifetime and (when given) refresh token, same id.
+   * Throws a RangeError for a lifetime outside 1 s – `maxTtlMs`, and a RippleError
+   * `SESSION_CONFLICT` when the sid and the sessionIndex belong to two different entries.
+   */
+  async upsert(input: SessionInput): Promise<RecordedSession> {
     const created = new Date(input.createdAt);
     if (Number.isNaN(created.getTime())) throw new RangeError('createdAt is not a date');
-    const ttl = Math.min(Math.max(1000, Math.round(input.ttlMs ?? this.defaultTtlMs)), this.maxTtlMs);
-    const id = `s_${randomBytes(16).toString('base64url')}`;
-    const record: SessionRecord = {
-      id,
+    const ttl = Math.round(input.ttlMs ?? this.defaultTtlMs);
+    if (!(ttl >= MIN_SESSION_TTL_MS && ttl <= this.maxTtlMs)) {
+      throw new RangeError(`ttl must be between ${MIN_SESSION_TTL_MS} and ${this.maxTtlMs} ms`);
+    }
+    const fields = {
       app: input.app,
       username: input.username,
       createdAt: created.toISOString(),
@@ -87,24 +139,40 @@ export class SessionStore {
       sid: input.sid,
       sessionIndex: input.sessionIndex,
       nameId: input.nameId,
-      hasRefreshToken: Boolean(input.refreshToken),
     };
+    const reply = await (this.redis as RedisWithSessions).rippleRecordSession(
+      this.indexKey(input.app, input.username),
+      this.entryKey(''),
+      `s_${randomBytes(16).toString('base64url')}`,
+      JSON.stringify(fields),
+      created.getTime(),
+      ttl,
+      input.sid ?? '',
+      input.sessionIndex ?? '',
+      input.refreshToken ? '1' : '0',
+    );
+    if (reply[0] === 'conflict') {
+      throw new RippleError(
+        'SESSION_CONFLICT',
+        `sid ${input.sid} is recorded in session ${reply[1]} and sessionIndex ${input.sessionIndex} in session ${reply[2]}`,
+      );
+    }
+    const [id, isNew, json] = reply;
+    const session = parseRecord(json);
     if (input.refreshToken) await this.vault.put(this.vaultName(id), input.refreshToken, ttl);
-    const index = this.indexKey(input.app, input.username);
-    await this.redis
-      .multi()
-      .set(this.entryKey(id), JSON.stringify(record), 'PX', ttl)
-      .zadd(index, created.getTime(), id)
-      .exec();
-    // The index lives as long as its longest entry.
-    const left = await this.redis.pttl(index);
-    if (left < ttl) await this.redis.pexpire(index, ttl);
-    return record;
+    else if (session.hasRefreshToken) await this.extendRefreshToken(id, ttl);
+    return { session, created: Number(isNew) === 1 };
+  }
+
+  /** The refresh token recorded earlier lives as long as its updated entry. */
+  private async extendRefreshToken(id: string, ttl: number): Promise<void> {
+    const token = await this.vault.get(this.vaultName(id)).catch(() => undefined);
+    if (token) await this.vault.put(this.vaultName(id), token, ttl);
   }
 
   async get(id: string): Promise<SessionRecord | undefined> {
     const raw = await this.redis.get(this.entryKey(id));
-    return raw === null ? undefined : (JSON.parse(raw) as SessionRecord);
+    return raw === null ? undefined : parseRecord(raw);
   }
 
   /** Every live session of the user at the app, oldest first. */
@@ -126,7 +194,7 @@ export class SessionStore {
     const expired: string[] = [];
     ids.forEach((id, i) => {
       const raw = raws[i];
-      if (raw) out.push(JSON.parse(raw) as SessionRecord);
+      if (raw) out.push(parseRecord(raw));
       else expired.push(id);
     });
     if (expired.length > 0) await this.redis.zrem(index, ...expired);

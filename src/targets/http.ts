@@ -1,4 +1,5 @@
 import { type DeliveryError, errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../errors.js';
+import { redactSecrets } from '../util/redact.js';
 
 /** How much of a refusing peer's body goes into `lastError`. */
 export const EXCERPT = 200;
@@ -11,27 +12,60 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
-/** A short reason for a failed fetch (the network error's code), without secrets. */
+/** A short reason for a failed fetch (the network error's code), with any secret in it redacted. */
 export function describeFetchError(err: unknown): string {
   if (err instanceof Error && err.name === 'TimeoutError') return 'timed out';
   if (err instanceof Error && err.name === 'AbortError') return 'aborted (timeout or shutdown)';
   const cause = err instanceof Error ? (err.cause as { code?: string; message?: string } | undefined) : undefined;
-  return cause?.code ?? cause?.message ?? errorMessage(err);
+  return redactSecrets(cause?.code ?? cause?.message ?? errorMessage(err));
 }
 
-/** The start of a response body, on one line, for an error message. */
+/** The start of a response body, on one line, with any secret it echoes redacted, for an error message. */
 export function excerpt(text: string): string {
-  return text.slice(0, EXCERPT).replace(/\s+/g, ' ').trim();
+  return redactSecrets(text.slice(0, EXCERPT).replace(/\s+/g, ' ').trim());
 }
 
-/** A fetch whose network failure (refused, reset, timed out) is a retryable delivery error named `code`. */
+/**
+ * The URL without its userinfo, and that userinfo as an HTTP Basic `authorization` value:
+ * fetch refuses URLs with credentials, and users write `https://user:pass@host/…` meaning Basic auth.
+ */
+export function splitUrlCredentials(url: string): { url: string; authorization?: string } {
+  const parsed = new URL(url);
+  if (!parsed.username && !parsed.password) return { url };
+  const user = decodeURIComponent(parsed.username);
+  const password = decodeURIComponent(parsed.password);
+  parsed.username = '';
+  parsed.password = '';
+  return { url: parsed.href, authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` };
+}
+
+/**
+ * A fetch whose network failure (refused, reset, timed out) is a retryable delivery error named
+ * `code`. Credentials in the URL are sent as HTTP Basic auth (unless `init` has its own
+ * `authorization`), and never appear in an error message.
+ */
 export async function fetchTarget(url: string, init: RequestInit, code: string): Promise<Response> {
+  let target = url;
+  let request = init;
   try {
-    return await fetch(url, init);
+    const split = splitUrlCredentials(url);
+    if (split.authorization) {
+      const headers = new Headers(init.headers);
+      if (!headers.has('authorization')) headers.set('authorization', split.authorization);
+      target = split.url;
+      request = { ...init, headers };
+    }
+  } catch {
+    // Not a URL: let fetch say so.
+  }
+  try {
+    return await fetch(target, request);
   } catch (err) {
-    throw new TransientDeliveryError(code, `${init.method ?? 'GET'} ${url}: ${describeFetchError(err)}`, {
-      cause: err,
-    });
+    throw new TransientDeliveryError(
+      code,
+      `${init.method ?? 'GET'} ${redactSecrets(target)}: ${describeFetchError(err)}`,
+      { cause: err },
+    );
   }
 }
 
@@ -45,9 +79,29 @@ export function httpStatusError(
   codes: { retryable: string; permanent: string },
 ): DeliveryError {
   if (res.status === 408 || res.status === 429 || res.status >= 500) {
-    return new TransientDeliveryError(codes.retryable, message, {
+    return new TransientDeliveryError(codes.retryable, redactSecrets(message), {
       retryAfterMs: parseRetryAfter(res.headers.get('retry-after')),
     });
   }
-  return new PermanentDeliveryError(codes.permanent, message);
+  return new PermanentDeliveryError(codes.permanent, redactSecrets(message));
+}
+
+/** True for a 3xx answer (with `redirect: 'manual'`, fetch hands it back instead of following it). */
+export function isRedirect(res: Response): boolean {
+  return res.status >= 300 && res.status < 400;
+}
+
+/**
+ * A redirect Ripple did not follow, as a permanent failure: the same URL will keep redirecting
+ * until the configuration names the final one, and following it would send a signed request to
+ * a host nobody configured. `what` names the setting to fix.
+ */
+export function redirectRefusal(res: Response, code: string, what: string): PermanentDeliveryError {
+  const location = res.headers.get('location');
+  return new PermanentDeliveryError(
+    code,
+    redactSecrets(
+      `HTTP ${res.status} redirect${location ? ` to ${location}` : ''} not followed: Ripple posts only to the configured URL; set ${what} to the final URL`,
+    ),
+  );
 }

@@ -134,6 +134,87 @@ describe('kind: oidc against oidc-provider and a strict back-channel logout RP',
     expect(rp.sessions.get(fresh.sid)).toBe('alice');
   });
 
+  it('revoke: a session recorded without sid (subject-wide off) is not ended, so it stays listed and the warning says so', async () => {
+    const { store, services, app, target } = setup();
+    const changedAt = new Date();
+    const s = await op.signIn('gina');
+    rp.sessions.set(s.sid, s.sub);
+    // The IdP hook recorded the session without its sid.
+    await store.record({
+      app: 'crm',
+      username: 'gina',
+      createdAt: new Date(changedAt.getTime() - 60_000),
+      refreshToken: s.refreshToken,
+    });
+    const acceptedBefore = rp.accepted.length;
+
+    const result = await target.deliver(
+      deliveryContext(app, passwordChange({ username: 'gina' }, changedAt), services),
+    );
+
+    expect(result.outcome).toBe('done');
+    expect(result.detail).toContain('0 logout token(s) accepted, 1 refresh token(s) revoked');
+    expect(result.warning).toMatch(
+      /1 session\(s\) recorded without sid not logged out \(allowSubjectWide is off\): kept in the registry/,
+    );
+    expect(rp.accepted.length).toBe(acceptedBefore);
+    expect(rp.sessions.has(s.sid)).toBe(true);
+    expect(await op.isActive(s.refreshToken)).toBe(false);
+    // Still listed: Ripple only forgets what it ended.
+    const api = Fastify();
+    await api.register(sessionRoutes, { store, adminTokens: [ADMIN_TOKEN], knownApps: ['crm'] });
+    const listed = await api.inject({
+      url: '/v1/sessions?app=crm&username=gina',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    await api.close();
+    expect(listed.json().sessions).toEqual([expect.objectContaining({ username: 'gina', hasRefreshToken: false })]);
+  });
+
+  it('revoke with allowSubjectWide: a failed sub-only logout forgets nothing, so the retry sends it again', async () => {
+    const { store, services, app, target } = setup({ allowSubjectWide: true });
+    const changedAt = new Date();
+    await store.record({ app: 'crm', username: 'hank', createdAt: new Date(changedAt.getTime() - 60_000) });
+    const ctx = () => deliveryContext(app, passwordChange({ username: 'hank' }, changedAt), services);
+    try {
+      rp.mode = 'status';
+      rp.status = 503;
+      await expect(target.deliver(ctx())).rejects.toBeInstanceOf(TransientDeliveryError);
+    } finally {
+      rp.mode = 'ok';
+    }
+    expect(await store.list('crm', 'hank')).toHaveLength(1);
+    const acceptedBefore = rp.accepted.length;
+    const result = await target.deliver(ctx());
+    expect(result.detail).toContain('1 logout token(s) accepted');
+    expect(rp.accepted.slice(acceptedBefore).map((a) => a.claims.sub)).toEqual(['hank']);
+    expect(await store.list('crm', 'hank')).toEqual([]);
+  });
+
+  it('revoke without oidc.revocation: a refresh token recorded earlier is named on the row as still valid at the OP', async () => {
+    const { store, services, app, target } = setup({ revocation: undefined });
+    const changedAt = new Date();
+    const s = await op.signIn('ivan');
+    rp.sessions.set(s.sid, s.sub);
+    // Recorded while the app still had oidc.revocation (the API now refuses it).
+    await store.record({
+      app: 'crm',
+      username: 'ivan',
+      createdAt: new Date(changedAt.getTime() - 60_000),
+      sid: s.sid,
+      refreshToken: s.refreshToken,
+    });
+    const result = await target.deliver(
+      deliveryContext(app, passwordChange({ username: 'ivan' }, changedAt), services),
+    );
+    expect(result.outcome).toBe('done');
+    expect(result.detail).toBe('1 logout token(s) accepted, 0 refresh token(s) revoked');
+    expect(result.warning).toMatch(
+      /has a refresh token but oidc.revocation is not configured: it stays valid at the OP/,
+    );
+    expect(await op.isActive(s.refreshToken)).toBe(true);
+  });
+
   it('refresh: only revokes refresh tokens (RFC 7009), the RP session lives until its next refresh', async () => {
     const { store, services, app, target } = setup({}, 'refresh');
     const changedAt = new Date();

@@ -14,10 +14,22 @@ afterAll(async () => {
   await registry?.stop();
 });
 
+/** The session apps as the config loader hands them over: an OIDC app that can revoke, one that cannot, a SAML app. */
+const APPS = [
+  { id: 'crm', kind: 'oidc', settings: { clientId: 'crm', revocation: { issuer: 'https://op.example.org' } } },
+  { id: 'wiki', kind: 'oidc', settings: { clientId: 'wiki' } },
+  { id: 'salesforce', kind: 'saml', settings: {} },
+];
+
 async function api(): Promise<{ app: FastifyInstance; store: SessionStore; prefix: string }> {
   const { store, prefix } = registry.newStore();
   const app = Fastify();
-  await app.register(sessionRoutes, { store, adminTokens: [TOKEN], knownApps: ['crm', 'salesforce'] });
+  await app.register(sessionRoutes, {
+    store,
+    adminTokens: [TOKEN],
+    knownApps: APPS.map((a) => a.id),
+    apps: APPS,
+  });
   return { app, store, prefix };
 }
 
@@ -88,7 +100,7 @@ describe('session registry API', () => {
     await app.close();
   });
 
-  it('answers 400 naming the field that is wrong', async () => {
+  it('answers 400 in the one refusal shape, with issues[] naming each field that is wrong', async () => {
     const { app } = await api();
     const post = (payload: unknown) =>
       app.inject({ method: 'POST', url: '/v1/sessions', headers: auth, payload: payload as object });
@@ -97,16 +109,21 @@ describe('session registry API', () => {
       [{ ...good, username: undefined }, 'username', /required/],
       [{ ...good, createdAt: 'yesterday' }, 'createdAt', /ISO 8601/],
       [{ ...good, createdAt: new Date(Date.now() + 3_600_000).toISOString() }, 'createdAt', /in the future/],
-      [{ ...good, app: 'payroll' }, 'app', /unknown app "payroll".*crm, salesforce/],
-      [{ ...good, ttl: 'forever' }, 'ttl', /positive duration/],
-      [{ ...good, password: 'x' }, 'password', /unknown field/],
+      [{ ...good, app: 'payroll' }, 'app', /unknown app "payroll".*crm, wiki, salesforce/],
+      [{ ...good, ttl: 'forever' }, 'ttl', /duration/],
+      [{ ...good, ttl: '401d' }, 'ttl', /at most 400d/],
+      [{ ...good, ttl: '500ms' }, 'ttl', /at least 1s/],
+      [{ ...good, password: 'x' }, '(body)', /unknown field\(s\): password/],
       [{ ...good, sid: '' }, 'sid', /must not be empty/],
     ];
     for (const [payload, field, message] of cases) {
       const res = await post(payload);
       expect(res.statusCode, field).toBe(400);
-      expect(res.json(), field).toMatchObject({ error: 'invalid_request', field });
-      expect(res.json().message, field).toMatch(message);
+      const body = res.json();
+      expect(Object.keys(body).sort(), field).toEqual(['error', 'issues', 'message']);
+      expect(body.error, field).toBe('invalid_body');
+      expect(body.issues, field).toEqual([{ field, message: expect.stringMatching(message) }]);
+      expect(body.message, field).toMatch(message);
     }
     const notJson = await app.inject({
       method: 'POST',
@@ -115,7 +132,155 @@ describe('session registry API', () => {
       payload: '{nope',
     });
     expect(notJson.statusCode).toBe(400);
-    expect(notJson.json().error).toBe('invalid_request');
+    expect(Object.keys(notJson.json()).sort()).toEqual(['error', 'message']);
+    expect(notJson.json().error).toBe('invalid_body');
+    expect((await post({ ...good, ttl: '400d' })).statusCode).toBe(201);
+    await app.close();
+  });
+
+  it('refuses what the app cannot use: a refresh token it could never revoke, fields of the other protocol', async () => {
+    const { app, store } = await api();
+    const post = (payload: object) => app.inject({ method: 'POST', url: '/v1/sessions', headers: auth, payload });
+    const at = '2026-11-27T06:00:00Z';
+    const cases: Array<[object, string, RegExp]> = [
+      [
+        { app: 'wiki', username: 'alice', createdAt: at, sid: 's-1', refreshToken: 'rt-1' },
+        'refreshToken',
+        /app "wiki" has no oidc.revocation.*stay valid/,
+      ],
+      [
+        { app: 'salesforce', username: 'alice', createdAt: at, sessionIndex: 'i-1', refreshToken: 'rt-1' },
+        'refreshToken',
+        /kind saml/,
+      ],
+      [{ app: 'salesforce', username: 'alice', createdAt: at, sid: 's-1' }, 'sid', /OIDC.*sessionIndex/],
+      [{ app: 'crm', username: 'alice', createdAt: at, sessionIndex: 'i-1' }, 'sessionIndex', /SAML.*sid/],
+    ];
+    for (const [payload, field, message] of cases) {
+      const res = await post(payload);
+      expect(res.statusCode, field).toBe(400);
+      expect(res.json()).toMatchObject({
+        error: 'invalid_body',
+        issues: [{ field, message: expect.stringMatching(message) }],
+      });
+    }
+    expect(await store.list('wiki', 'alice')).toEqual([]);
+    expect(await store.list('salesforce', 'alice')).toEqual([]);
+    // What each can use is accepted.
+    expect((await post({ app: 'wiki', username: 'alice', createdAt: at, sid: 's-1' })).statusCode).toBe(201);
+    expect(
+      (await post({ app: 'crm', username: 'alice', createdAt: at, sid: 's-1', refreshToken: 'rt' })).statusCode,
+    ).toBe(201);
+    const saml = await post({
+      app: 'salesforce',
+      username: 'alice',
+      createdAt: at,
+      sessionIndex: 'i-1',
+      nameId: 'a@x',
+    });
+    expect(saml.statusCode).toBe(201);
+    await app.close();
+  });
+
+  it('GET and DELETE refuse an app that is not a session app, as POST does', async () => {
+    const { app } = await api();
+    for (const method of ['GET', 'DELETE'] as const) {
+      const res = await app.inject({ method, url: '/v1/sessions?app=payroll&username=alice', headers: auth });
+      expect(res.statusCode, method).toBe(400);
+      expect(res.json(), method).toMatchObject({
+        error: 'invalid_query',
+        issues: [{ field: 'app', message: expect.stringMatching(/unknown app "payroll"/) }],
+      });
+    }
+    const missing = await app.inject({ method: 'DELETE', url: '/v1/sessions?app=crm', headers: auth });
+    expect(missing.json()).toMatchObject({
+      error: 'invalid_query',
+      issues: [{ field: 'username', message: 'is required' }],
+    });
+    const unknownId = await app.inject({ method: 'DELETE', url: '/v1/sessions/s_nope', headers: auth });
+    expect(unknownId.statusCode).toBe(404);
+    expect(Object.keys(unknownId.json()).sort()).toEqual(['error', 'message']);
+    await app.close();
+  });
+
+  it('recording the same sid (or sessionIndex) again updates that entry: same id, 200, new createdAt, ttl and refresh token', async () => {
+    const { app, store } = await api();
+    const post = (payload: object) => app.inject({ method: 'POST', url: '/v1/sessions', headers: auth, payload });
+    const first = await post({
+      app: 'crm',
+      username: 'alice',
+      createdAt: '2026-11-27T06:00:00Z',
+      sid: 'sid-1',
+      refreshToken: 'rt-1',
+      ttl: '1h',
+    });
+    expect(first.statusCode).toBe(201);
+    const again = await post({
+      app: 'crm',
+      username: 'ALICE',
+      createdAt: '2026-11-27T06:30:00Z',
+      sid: 'sid-1',
+      refreshToken: 'rt-2',
+      ttl: '2d',
+    });
+    expect(again.statusCode).toBe(200);
+    expect(again.json()).toMatchObject({
+      id: first.json().id,
+      createdAt: '2026-11-27T06:30:00.000Z',
+      hasRefreshToken: true,
+    });
+    expect(Date.parse(again.json().expiresAt) - Date.now()).toBeGreaterThan(47 * 3_600_000);
+    expect(await store.refreshToken(first.json().id)).toBe('rt-2');
+    // Recorded again without a refresh token: the one Ripple holds is kept (it may still be valid).
+    const third = await post({ app: 'crm', username: 'alice', createdAt: '2026-11-27T06:40:00Z', sid: 'sid-1' });
+    expect(third.json()).toMatchObject({ id: first.json().id, hasRefreshToken: true });
+    expect(await store.refreshToken(first.json().id)).toBe('rt-2');
+    const other = await post({ app: 'crm', username: 'alice', createdAt: '2026-11-27T06:50:00Z', sid: 'sid-2' });
+    expect(other.statusCode).toBe(201);
+    const listed = await app.inject({ url: '/v1/sessions?app=crm&username=alice', headers: auth });
+    expect(listed.json().sessions.map((x: { sid: string }) => x.sid)).toEqual(['sid-1', 'sid-2']);
+
+    const saml1 = await post({
+      app: 'salesforce',
+      username: 'bob',
+      createdAt: '2026-11-27T06:00:00Z',
+      sessionIndex: 'idx-1',
+    });
+    const saml2 = await post({
+      app: 'salesforce',
+      username: 'bob',
+      createdAt: '2026-11-27T06:01:00Z',
+      sessionIndex: 'idx-1',
+    });
+    expect(saml2.statusCode).toBe(200);
+    expect(saml2.json().id).toBe(saml1.json().id);
+    expect((await store.list('salesforce', 'bob')).map((x) => x.sessionIndex)).toEqual(['idx-1']);
+    await app.close();
+  });
+
+  it('two concurrent records of one session make one entry', async () => {
+    const { app, store } = await api();
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        app.inject({
+          method: 'POST',
+          url: '/v1/sessions',
+          headers: auth,
+          payload: {
+            app: 'crm',
+            username: i % 2 ? 'carol' : 'Carol',
+            createdAt: '2026-11-27T06:00:00Z',
+            sid: 'same',
+            refreshToken: `rt-${i}`,
+          },
+        }),
+      ),
+    );
+    expect(results.map((r) => r.statusCode).sort()).toEqual([
+      200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 201,
+    ]);
+    expect(new Set(results.map((r) => r.json().id)).size).toBe(1);
+    expect(await store.list('crm', 'carol')).toHaveLength(1);
     await app.close();
   });
 
@@ -144,8 +309,6 @@ describe('session registry API', () => {
     expect((await store.list('crm', 'bob')).map((s) => s.sid)).toEqual(['s3']);
     const all = await app.inject({ method: 'DELETE', url: '/v1/sessions?app=crm&username=BOB', headers: auth });
     expect(all.json()).toEqual({ deleted: 1 });
-    const missing = await app.inject({ method: 'DELETE', url: '/v1/sessions?app=crm', headers: auth });
-    expect(missing.json()).toMatchObject({ field: 'username' });
     await app.close();
   });
 });

@@ -194,8 +194,11 @@ export interface TestRp {
   stop(): Promise<void>;
 }
 
+class JwksUnavailable extends Error {}
+
 export async function startTestRp(opts: { jwksUrl: string; issuer: string; audience: string }): Promise<TestRp> {
-  const jwks = jose.createRemoteJWKSet(new URL(opts.jwksUrl));
+  // Generous: on a loaded test machine Ripple may take seconds to serve its JWKS.
+  const jwks = jose.createRemoteJWKSet(new URL(opts.jwksUrl), { timeoutDuration: 20_000 });
   const seenJti = new Set<string>();
   const rp: TestRp = {
     url: '',
@@ -207,14 +210,24 @@ export async function startTestRp(opts: { jwksUrl: string; issuer: string; audie
     stop: async () => {},
   };
   const validate = async (token: string) => {
-    const { payload, protectedHeader } = await jose.jwtVerify(token, jwks, {
-      issuer: opts.issuer,
-      audience: opts.audience,
-      typ: 'logout+jwt',
-      algorithms: ['RS256', 'PS256', 'ES256', 'ES384', 'ES512'],
-      requiredClaims: ['iat', 'exp', 'jti', 'events'],
-      maxTokenAge: '2m',
-    });
+    let verified: jose.JWTVerifyResult;
+    try {
+      verified = await jose.jwtVerify(token, jwks, {
+        issuer: opts.issuer,
+        audience: opts.audience,
+        typ: 'logout+jwt',
+        algorithms: ['RS256', 'PS256', 'ES256', 'ES384', 'ES512'],
+        requiredClaims: ['iat', 'exp', 'jti', 'events'],
+        maxTokenAge: '2m',
+      });
+    } catch (err) {
+      // Not reaching the JWKS is the RP's own trouble, not a bad token: 503, so Ripple retries.
+      if (!(err instanceof jose.errors.JOSEError) || err instanceof jose.errors.JWKSTimeout) {
+        throw new JwksUnavailable((err as Error).message);
+      }
+      throw err;
+    }
+    const { payload, protectedHeader } = verified;
     if (!payload.sub && !payload.sid) throw new Error('neither sub nor sid');
     const events = payload.events as Record<string, unknown> | undefined;
     const event = events?.['http://schemas.openid.net/event/backchannel-logout'];
@@ -246,6 +259,9 @@ export async function startTestRp(opts: { jwksUrl: string; issuer: string; audie
         }
         return reply(200);
       } catch (err) {
+        if (err instanceof JwksUnavailable) {
+          return reply(503, { error: 'temporarily_unavailable', error_description: err.message });
+        }
         rp.refused.push((err as Error).message);
         return reply(400, { error: 'invalid_request', error_description: (err as Error).message });
       }

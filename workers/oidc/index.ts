@@ -4,7 +4,15 @@ import { planSessions } from '../../src/sessions/plan.js';
 import type { SessionRecord } from '../../src/sessions/store.js';
 import { renderSubject, subjectTemplate } from '../../src/sessions/template.js';
 import type { DeliveryContext, DeliveryResult, TargetAdapter } from '../../src/targets/adapter.js';
-import { describeFetchError, excerpt, fetchTarget, httpStatusError } from '../../src/targets/http.js';
+import {
+  describeFetchError,
+  excerpt,
+  fetchTarget,
+  httpStatusError,
+  isRedirect,
+  redirectRefusal,
+} from '../../src/targets/http.js';
+import { redactSecrets } from '../../src/util/redact.js';
 import { logoutToken } from './logout-token.js';
 import { isLoopback, Revoker } from './revocation.js';
 
@@ -75,8 +83,10 @@ export const oidcAdapter: TargetAdapter<'oidc', OidcSettings> = {
     }
     const revoker = s.revocation ? new Revoker(s.revocation) : undefined;
 
+    const logoutUri = s.backchannelLogoutUri ?? '';
+
     async function sendLogout(ctx: DeliveryContext, claims: { sub: string; sid?: string | undefined }): Promise<void> {
-      const url = s.backchannelLogoutUri as string;
+      const url = logoutUri;
       const token = await logoutToken({
         key: key as NonNullable<typeof key>,
         issuer: issuer as string,
@@ -97,6 +107,10 @@ export const oidcAdapter: TargetAdapter<'oidc', OidcSettings> = {
       if (res.status === 200 || res.status === 204) {
         await res.body?.cancel().catch(() => {});
         return;
+      }
+      if (isRedirect(res)) {
+        await res.body?.cancel().catch(() => {});
+        throw redirectRefusal(res, 'OIDC_LOGOUT_REFUSED', 'oidc.backchannelLogoutUri');
       }
       const text = excerpt(await res.text().catch(() => ''));
       const message = `back-channel logout ${claims.sid ? `of sid ${claims.sid}` : 'of the subject'}: HTTP ${res.status}${text ? `: ${text}` : ''}`;
@@ -121,6 +135,9 @@ export const oidcAdapter: TargetAdapter<'oidc', OidcSettings> = {
       return Boolean(token);
     }
 
+    const unrevocable = (session: SessionRecord) =>
+      `session ${session.id} has a refresh token but oidc.revocation is not configured: it stays valid at the OP`;
+
     return {
       async deliver(ctx): Promise<DeliveryResult> {
         const { event } = ctx;
@@ -139,36 +156,45 @@ export const oidcAdapter: TargetAdapter<'oidc', OidcSettings> = {
             return { outcome: 'skipped', detail: 'no refresh token recorded for this user; nothing to revoke' };
           }
           await sendLogout(ctx, { sub });
-          return { outcome: 'done', detail: `sub-only logout token accepted by ${s.backchannelLogoutUri}` };
+          return { outcome: 'done', detail: `sub-only logout token accepted by ${redactSecrets(logoutUri)}` };
         }
 
         let loggedOut = 0;
         let revoked = 0;
-        let noSid = 0;
         const warnings: string[] = [];
-        // Each session is finished (and forgotten) before the next one, so a retry after
-        // a failure picks up where this attempt stopped.
-        for (const session of plan.sessions) {
-          if (ctx.action === 'revoke') {
-            if (session.sid) {
-              await sendLogout(ctx, { sub, sid: session.sid });
-              loggedOut++;
-            } else noSid++;
-            if (await revokeRefreshToken(ctx, session, warnings)) revoked++;
-            else if (session.hasRefreshToken && !revoker) {
-              warnings.push(`session ${session.id} has a refresh token but oidc.revocation is not configured`);
-            }
-            await services.sessions?.delete(session.id);
-          } else if (await revokeRefreshToken(ctx, session, warnings)) revoked++;
-        }
-        if (noSid > 0 && ctx.action === 'revoke') {
-          // Sessions recorded without a sid can only be ended subject-wide, which is safe
-          // only when no later session exists.
-          if (s.allowSubjectWide && plan.later === 0) {
-            await sendLogout(ctx, { sub });
+        if (ctx.action === 'refresh') {
+          for (const session of plan.sessions) if (await revokeRefreshToken(ctx, session, warnings)) revoked++;
+        } else {
+          const withSid = plan.sessions.filter((session) => session.sid);
+          const withoutSid = plan.sessions.filter((session) => !session.sid);
+          // Each session is ended, its token revoked and the entry forgotten before the next one,
+          // so a retry after a failure picks up where this attempt stopped.
+          for (const session of withSid) {
+            await sendLogout(ctx, { sub, sid: session.sid });
             loggedOut++;
-          } else if (revoked === 0) {
-            warnings.push(`${noSid} session(s) recorded without sid could not be logged out individually`);
+            if (await revokeRefreshToken(ctx, session, warnings)) revoked++;
+            else if (session.hasRefreshToken && !revoker) warnings.push(unrevocable(session));
+            await services.sessions?.delete(session.id);
+          }
+          if (withoutSid.length > 0) {
+            // Without a sid only a subject-wide logout ends them, safe only when no later session exists.
+            const subjectWide = s.allowSubjectWide && plan.later === 0;
+            if (subjectWide) {
+              await sendLogout(ctx, { sub });
+              loggedOut++;
+            }
+            for (const session of withoutSid) {
+              if (await revokeRefreshToken(ctx, session, warnings)) revoked++;
+              else if (session.hasRefreshToken && !revoker) warnings.push(unrevocable(session));
+              // Only what was ended is forgotten: a session still open at the app stays listed.
+              if (subjectWide) await services.sessions?.delete(session.id);
+            }
+            if (!subjectWide) {
+              const why = s.allowSubjectWide ? 'a later session exists' : 'allowSubjectWide is off';
+              warnings.push(
+                `${withoutSid.length} session(s) recorded without sid not logged out (${why}): kept in the registry`,
+              );
+            }
           }
         }
         const parts = [];
@@ -191,31 +217,36 @@ export const oidcAdapter: TargetAdapter<'oidc', OidcSettings> = {
         let ok = true;
         if (revoker) {
           try {
-            details.push(`revocation endpoint ${await revoker.check(signal)}`);
+            details.push(`revocation endpoint ${redactSecrets(await revoker.check(signal))}`);
           } catch (err) {
             ok = false;
-            details.push(`discovery at ${s.revocation?.issuer} failed: ${describeFetchError(err)}`);
+            details.push(
+              `discovery at ${redactSecrets(s.revocation?.issuer ?? '')} failed: ${describeFetchError(err)}`,
+            );
           }
         }
         if (s.backchannelLogoutUri) {
+          const where = redactSecrets(s.backchannelLogoutUri);
           // An empty logout request: a live RP answers 400 (Back-Channel Logout §2.8) without logging anyone out.
           try {
-            const res = await fetch(s.backchannelLogoutUri, {
-              method: 'POST',
-              body: new URLSearchParams(),
-              headers: { 'content-type': 'application/x-www-form-urlencoded' },
-              redirect: 'manual',
-              signal,
-            });
-            await res.body?.cancel().catch(() => {});
-            const answers = res.status < 500 && res.status !== 404 && res.status !== 405;
-            ok &&= answers;
-            details.push(
-              `POST ${s.backchannelLogoutUri} → HTTP ${res.status}${answers ? '' : ' (not a logout endpoint?)'}`,
+            const res = await fetchTarget(
+              s.backchannelLogoutUri,
+              {
+                method: 'POST',
+                body: new URLSearchParams(),
+                headers: { 'content-type': 'application/x-www-form-urlencoded' },
+                redirect: 'manual',
+                signal,
+              },
+              'PROBE',
             );
+            await res.body?.cancel().catch(() => {});
+            const answers = res.status < 500 && res.status !== 404 && res.status !== 405 && !isRedirect(res);
+            ok &&= answers;
+            details.push(`POST ${where} → HTTP ${res.status}${answers ? '' : ' (not a logout endpoint?)'}`);
           } catch (err) {
             ok = false;
-            details.push(`${s.backchannelLogoutUri}: ${describeFetchError(err)}`);
+            details.push(errorMessage(err));
           }
         }
         return { ok, detail: details.join('; ') };

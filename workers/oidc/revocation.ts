@@ -1,6 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import * as client from 'openid-client';
 import { errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
+import { redactSecrets } from '../../src/util/redact.js';
 
 export interface RevocationSettings {
   issuer: string;
@@ -63,7 +64,7 @@ export class Revoker {
     return this.signal.run(signal, async () => {
       const config = await this.discover();
       const endpoint = config.serverMetadata().revocation_endpoint;
-      if (!endpoint) throw new Error(`${this.settings.issuer} advertises no revocation_endpoint`);
+      if (!endpoint) throw new Error(`${redactSecrets(this.settings.issuer)} advertises no revocation_endpoint`);
       return endpoint;
     });
   }
@@ -77,7 +78,7 @@ export class Revoker {
       } catch (err) {
         throw new TransientDeliveryError(
           'OIDC_DISCOVERY_FAILED',
-          `discovery at ${this.settings.issuer}: ${describe(err)}`,
+          `discovery at ${redactSecrets(this.settings.issuer)}: ${describe(err)}`,
           {
             cause: err,
           },
@@ -86,14 +87,16 @@ export class Revoker {
       if (!config.serverMetadata().revocation_endpoint) {
         throw new PermanentDeliveryError(
           'OIDC_NO_REVOCATION',
-          `${this.settings.issuer} advertises no revocation_endpoint`,
+          `${redactSecrets(this.settings.issuer)} advertises no revocation_endpoint`,
         );
       }
       try {
         await client.tokenRevocation(config, token, { token_type_hint: 'refresh_token' });
       } catch (err) {
         if (err instanceof client.ResponseBodyError) {
-          const message = `revocation refused: HTTP ${err.status} ${err.error}${err.error_description ? ` (${err.error_description})` : ''}`;
+          const message = redactSecrets(
+            `revocation refused: HTTP ${err.status} ${err.error}${err.error_description ? ` (${err.error_description})` : ''}`,
+          );
           if (err.status >= 500) throw new TransientDeliveryError('OIDC_REVOCATION_FAILED', message, { cause: err });
           throw new PermanentDeliveryError('OIDC_REVOCATION_REFUSED', message, { cause: err });
         }
@@ -107,7 +110,7 @@ export class Revoker {
         }
         throw new TransientDeliveryError(
           'OIDC_REVOCATION_FAILED',
-          `revocation at ${this.settings.issuer}: ${describe(err)}`,
+          `revocation at ${redactSecrets(this.settings.issuer)}: ${describe(err)}`,
           {
             cause: err,
           },
@@ -120,5 +123,5 @@ export class Revoker {
 function describe(err: unknown): string {
   if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) return 'timed out or aborted';
   const cause = err instanceof Error ? (err.cause as { code?: string } | undefined) : undefined;
-  return cause?.code ?? errorMessage(err);
+  return redactSecrets(cause?.code ?? errorMessage(err));
 }
