@@ -49,10 +49,12 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
     await app.register(dashboardRoutes, { engine });
     if (signing && issuer) await app.register(signingRoutes, { keys: signing, issuer });
     if (sessions) {
+      const sessionApps = [...engine.apps.values()].filter((a) => a.category === 'session');
       await app.register(sessionRoutes, {
         store: sessions,
         adminTokens: admin.tokens,
-        knownApps: [...engine.apps.values()].filter((a) => a.category === 'session').map((a) => a.id),
+        knownApps: sessionApps.map((a) => a.id),
+        apps: sessionApps,
       });
     }
   }

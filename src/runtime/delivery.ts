@@ -6,6 +6,7 @@ import { DeliveryError, errorMessage, PermanentDeliveryError, TransientDeliveryE
 import type { AppRow } from '../status/model.js';
 import type { RowPatch } from '../status/store.js';
 import type { DeliveryContext, DeliveryResult, Target } from '../targets/adapter.js';
+import { redactSecrets } from '../util/redact.js';
 import { adapterFor, type Engine, logTransition, resolveDependents, settleCredential } from './engine.js';
 import { DELIVERY_RETENTION, type DeliveryJob, deliveryJobId, deliveryQueueName } from './queues.js';
 
@@ -324,7 +325,8 @@ async function onFailure(
 ): Promise<never> {
   const { eventId, username } = job.data;
   const { id: appId, kind } = app;
-  const lastError = `${err.code}: ${err.message}`;
+  // Adapters redact where they build messages; this is the last line of defence for what is stored.
+  const lastError = redactSecrets(`${err.code}: ${err.message}`);
   if (err.retryable && row.attempts - (row.retryFrom ?? 0) < app.retry.attempts) {
     const delay = Math.min(
       app.retry.maxBackoff,
@@ -376,7 +378,7 @@ export async function onJobFailed(engine: Engine, job: Job<DeliveryJob> | undefi
   const row = await engine.store.patchIf(eventId, job.name, ['scheduled', 'retrying', 'active'], {
     state: 'failed',
     finishedAt: Date.now(),
-    lastError: `INTERNAL: ${err.message}`,
+    lastError: redactSecrets(`INTERNAL: ${err.message}`),
   });
   if (!row) return;
   logTransition(engine, eventId, job.name, row);

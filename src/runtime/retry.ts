@@ -1,5 +1,6 @@
 import { Job } from 'bullmq';
 import type { AppRow } from '../status/model.js';
+import { redactSecrets } from '../util/redact.js';
 import { type Engine, enqueueScheduled, logTransition } from './engine.js';
 import { deliveryJobId } from './queues.js';
 
@@ -57,7 +58,7 @@ async function recordLostJob(engine: Engine, eventId: string, appId: string, job
   const row = await engine.store.patchIf(eventId, appId, ['active'], {
     state: 'failed',
     finishedAt: Date.now(),
-    lastError: `INTERNAL: ${job?.failedReason || 'the delivery job was lost'}`,
+    lastError: redactSecrets(`INTERNAL: ${job?.failedReason || 'the delivery job was lost'}`),
   });
   if (row) logTransition(engine, eventId, appId, row);
 }
