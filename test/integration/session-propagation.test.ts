@@ -52,6 +52,14 @@ beforeAll(async () => {
       },
     },
     {
+      // An app that cannot revoke refresh tokens (no `revocation`); assigned to nobody the tests change.
+      id: 'portal',
+      kind: 'oidc',
+      action: 'revoke',
+      assign: { users: ['nobody'] },
+      oidc: { clientId: 'portal', backchannelLogoutUri: rp.url },
+    },
+    {
       id: 'salesforce',
       kind: 'saml',
       action: 'revoke',
@@ -146,5 +154,25 @@ describe('a password change with recorded SSO sessions', () => {
     const metadata = await (await fetch(`${issuer}/saml/metadata`)).text();
     expect(metadata).toContain(`entityID="${issuer}"`);
     expect(metadata).toContain('SingleLogoutService');
+  });
+
+  it('the running service refuses what an app cannot use: a refresh token for an OIDC app without revocation, a sid for SAML', async () => {
+    const record = (body: object) =>
+      t.http.inject({
+        method: 'POST',
+        url: '/v1/sessions',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+        payload: body,
+      });
+    const createdAt = new Date(Date.now() - 60_000).toISOString();
+    const noRevocation = await record({ app: 'portal', username: 'alice', createdAt, sid: 's1', refreshToken: 'rt-x' });
+    expect(noRevocation.statusCode).toBe(400);
+    expect(noRevocation.json()).toMatchObject({ error: 'invalid_body', issues: [{ field: 'refreshToken' }] });
+    expect(noRevocation.json().issues[0].message).toMatch(/revocation/);
+    const samlSid = await record({ app: 'salesforce', username: 'alice', createdAt, sid: 's1' });
+    expect(samlSid.statusCode).toBe(400);
+    expect(samlSid.json()).toMatchObject({ issues: [{ field: 'sid' }] });
+    const fine = await record({ app: 'portal', username: 'alice', createdAt, sid: 's1' });
+    expect(fine.statusCode).toBe(201);
   });
 });
