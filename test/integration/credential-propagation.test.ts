@@ -4,7 +4,14 @@ import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import { accessRequest } from '../../workers/radius/index.js';
 import { type Freeradius, startFreeradius } from '../support/freeradius.js';
 import { findInRedis } from '../support/redis-scan.js';
-import { type EventStatus, passwordChanged, startRipple, startTestRedis, type TestRipple } from '../support/ripple.js';
+import {
+  type EventStatus,
+  passwordChanged,
+  startRipple,
+  startTestRedis,
+  type TestRipple,
+  VAULT_KEY,
+} from '../support/ripple.js';
 import { type Slapd, startSlapd } from '../support/slapd.js';
 
 /**
@@ -239,5 +246,28 @@ describe('failure paths', () => {
         expect(row(s, 'corp-ldap').lastError).toMatch(/LDAP_NO_CREDENTIAL/);
       },
     );
+  });
+
+  it('a credential that expired in the vault before the app acted fails it saying so, not "no new password"', async () => {
+    await slapd.addUser('fay', 'Fay-Old-Passw0rd');
+    const t = await startRipple({
+      redisUrl: redis.url,
+      apps: [ldapApp({ retry: { attempts: 1 }, timeout: '1s', settle: '0' })],
+      service: { vault: { keyId: 'test', key: VAULT_KEY, ttl: '1500ms' } },
+      planner: false,
+    });
+    try {
+      const sent = await t.send({ ...passwordChanged('fay'), credential: { password: 'Fay-N3w-Passw0rd' } });
+      // The planner is held up (a backlog, an outage) past vault.ttl.
+      await new Promise((r) => setTimeout(r, 2_000));
+      t.ripple.startPlanner();
+      const s = await t.waitForEvent(String(sent.json.eventId), ['partial']);
+      expect(row(s, 'corp-ldap').lastError).toMatch(
+        /^CREDENTIAL_EXPIRED: the event carried a new password, but its sealed copy expired \(vault\.ttl 1s500ms/,
+      );
+      expect(await slapd.canBind(slapd.userDN('fay'), 'Fay-Old-Passw0rd')).toBe(true);
+    } finally {
+      await t.close();
+    }
   });
 });
