@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Engine } from '../runtime/engine.js';
-import { retryApp } from '../runtime/retry.js';
+import { recordLostJob, retryApp } from '../runtime/retry.js';
 import { type AppRow, eventState } from '../status/model.js';
 import { adminAuth } from './admin-auth.js';
 
@@ -35,8 +35,14 @@ export async function statusRoutes(app: FastifyInstance, opts: { engine: Engine 
   app.addHook('onRequest', adminAuth(engine.config.service.admin.tokens));
 
   app.get<{ Params: { id: string } }>('/v1/events/:id', async (req, reply) => {
-    const ev = await engine.store.getEvent(req.params.id);
+    let ev = await engine.store.getEvent(req.params.id);
     if (!ev) return reply.code(404).send({ error: 'not_found', message: `no event ${req.params.id}` });
+    const active = Object.entries(ev.rows).filter(([, r]) => r.state === 'active');
+    if (active.length > 0) {
+      // A row left active by a job that is gone can never finish: show it failed, retryable.
+      for (const [app] of active) await recordLostJob(engine, req.params.id, app);
+      ev = (await engine.store.getEvent(req.params.id)) ?? ev;
+    }
     const rows = Object.entries(ev.rows).sort(byDue);
     return {
       eventId: ev.meta.id,

@@ -51,8 +51,16 @@ export async function retryApp(engine: Engine, eventId: string, appId: string, b
   return { ok: true, row: reset };
 }
 
-/** An `active` row whose job failed (outside the adapter) or vanished can never finish: say so. */
-async function recordLostJob(engine: Engine, eventId: string, appId: string, job: Job | undefined): Promise<void> {
+/**
+ * An `active` row whose job failed outside the adapter (e.g. BullMQ gave up on it after too many
+ * stalls) or vanished can never finish: record it as failed, with the reason, so it can be retried.
+ */
+export async function recordLostJob(engine: Engine, eventId: string, appId: string, job?: Job): Promise<void> {
+  if (!job) {
+    const kind = (await engine.store.getRow(eventId, appId))?.kind;
+    const queue = kind ? engine.queues.delivery.get(kind) : undefined;
+    job = queue ? await Job.fromId(queue, deliveryJobId(eventId, appId)) : undefined;
+  }
   const state = job ? await job.getState() : 'missing';
   if (state !== 'failed' && state !== 'missing' && state !== 'unknown') return;
   const row = await engine.store.patchIf(eventId, appId, ['active'], {

@@ -265,6 +265,25 @@ describe('a failure outside the adapter', () => {
     expect(retry.statusCode).toBe(202);
     expect(row(await t.waitForEvent(id, ['done']), 'app')).toMatchObject({ state: 'done', attempts: 2 });
   });
+  it('a row left active by a job BullMQ gave up on (or lost) shows failed with the reason, and is retryable', async () => {
+    const rx = await receiver();
+    const t = await ripple({ apps: [webhookApp('app', rx.url, { delay: '1h' })] });
+    const sent = await t.send(passwordChanged('xia'));
+    const id = String(sent.json.eventId);
+    await t.waitFor('planned', async () => row(await t.status(id), 'app').state === 'scheduled');
+    // What a worker crash loop leaves behind once BullMQ stops re-running the job: an active row, no live job.
+    await t.ripple.engine.store.patchIf(id, 'app', ['scheduled'], {
+      state: 'active',
+      startedAt: Date.now(),
+      attempts: 1,
+    });
+    await t.ripple.engine.queues.delivery.get('webhook')?.remove(deliveryJobId(id, 'app'));
+    const s = await t.status(id);
+    expect(row(s, 'app')).toMatchObject({ state: 'failed', lastError: 'INTERNAL: the delivery job was lost' });
+    const retry = await t.http.inject({ method: 'POST', url: `/v1/events/${id}/apps/app/retry`, headers: admin });
+    expect(retry.statusCode).toBe(202);
+    expect(row(await t.waitForEvent(id, ['done']), 'app')).toMatchObject({ state: 'done', attempts: 2 });
+  });
 });
 
 describe('assign', () => {
