@@ -114,7 +114,7 @@ async function run(
         "others' work. To run everything in one process with the embedded Redis, use ripple start.",
     );
   }
-  const host = env.HOST ?? '127.0.0.1';
+  const host = env.HOST || '127.0.0.1';
   const listens = roles.api || roles.metricsPort !== undefined;
   if (listens && !isLoopback(host)) {
     const found = findDevSecrets(config);
@@ -131,7 +131,7 @@ async function run(
   const grace = closeWithGrace(
     {
       // A backstop only: close() itself stops waiting shortly after the drain timeout.
-      delay: drainMs + 5_000,
+      delay: drainMs + 6_000,
       logger: false,
       onTimeout: (ms) => log.error({ ms }, 'shutdown did not finish in time; exiting'),
     },
@@ -149,7 +149,7 @@ async function run(
     else if (roles.workers.length > 0) ripple.startWorkers(roles.workers);
     if (roles.workers === 'all' || roles.workers.length > 0) await ripple.reportLeftovers();
     if (roles.api) {
-      const address = await ripple.listen(Number(env.PORT ?? 8080), host);
+      const address = await ripple.listen(Number(env.PORT || 8080), host);
       log.info({ address, apps: ripple.engine.apps.size, kinds: ripple.runningKinds }, 'ripple is up');
     } else if (roles.metricsPort !== undefined) {
       const address = await ripple.listen(roles.metricsPort, host, false);
@@ -294,7 +294,7 @@ async function emit(args: string[]): Promise<number> {
   const payload = JSON.stringify(body);
   const id = `evt_${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
   const now = new Date();
-  const url = values.url ?? `http://${env.HOST ?? '127.0.0.1'}:${env.PORT ?? 8080}`;
+  const url = values.url ?? `http://${env.HOST || '127.0.0.1'}:${env.PORT || 8080}`;
   const target = new URL('/v1/events', url);
   let res: Response;
   let text: string;

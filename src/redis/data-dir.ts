@@ -311,7 +311,7 @@ function handle(h: {
     dir,
     pid,
     adopted: h.adopted,
-    release(timeoutMs = 3_000) {
+    release(timeoutMs = 2_000) {
       released ??= Promise.race([
         release(timeoutMs).catch(
           (err: unknown) =>

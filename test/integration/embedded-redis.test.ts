@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, unlinkSync
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../src/util/server-process.js';
+import { freePort, type ServerProcess } from '../../src/util/server-process.js';
 import { exited, runCli, spawnRipple } from '../support/cli.js';
 import { ADMIN_TOKEN, passwordChanged, signedHeaders, tempDir, webhookApp, writeConfig } from '../support/ripple.js';
 
@@ -23,7 +23,16 @@ function redisServersServing(dir: string): number[] {
 }
 
 const roots: string[] = [];
-afterAll(() => {
+const processes: ServerProcess[] = [];
+/** `ripple start` in `cwd`, killed after the tests if a failed assertion left it running. */
+async function start(env: NodeJS.ProcessEnv, cwd: string) {
+  const p = await spawnRipple(['start'], env, { cwd });
+  processes.push(p);
+  return p;
+}
+afterAll(async () => {
+  for (const p of processes) p.child.kill('SIGKILL');
+  await Promise.all(processes.map((p) => exited(p.child)));
   // A failed test may leave a redis-server behind: stop every one serving our temp dirs.
   for (const root of roots) {
     for (const dir of [
@@ -93,7 +102,7 @@ describe('ripple start without REDIS_URL', () => {
     const env = { RIPPLE_CONFIG: configDir, REDIS_URL: '', RIPPLE_DATA_DIR: '', PORT: String(port) };
     const http = await api(`http://127.0.0.1:${port}`);
 
-    const first = await spawnRipple(['start'], env, { cwd: root });
+    const first = await start(env, root);
     const eventId = await http.send('alice');
     expect((await http.planned(eventId)).apps).toEqual([
       expect.objectContaining({ app: 'much-later', state: 'scheduled' }),
@@ -105,7 +114,7 @@ describe('ripple start without REDIS_URL', () => {
     // Nothing stops a child when its parent is killed: the redis-server is still there, alone.
     expect(redisServersServing(dataDir)).toEqual([orphan]);
 
-    const second = await spawnRipple(['start'], env, { cwd: root });
+    const second = await start(env, root);
     try {
       expect(redisServersServing(dataDir)).toEqual([orphan]);
       expect(second.output()).toMatch(/adopted the embedded redis-server/);
@@ -143,8 +152,8 @@ describe('ripple start without REDIS_URL', () => {
     const envB = { RIPPLE_CONFIG: b, REDIS_URL: '', RIPPLE_DATA_DIR: '', PORT: String(portB) };
     const httpA = await api(`http://127.0.0.1:${portA}`);
     const httpB = await api(`http://127.0.0.1:${portB}`);
-    const ripA = await spawnRipple(['start'], envA, { cwd: root });
-    let ripB = await spawnRipple(['start'], envB, { cwd: root });
+    const ripA = await start(envA, root);
+    let ripB = await start(envB, root);
     try {
       await httpA.send('alice');
       expect((await httpB.propagation('alice')).status).toBe(404);
@@ -167,7 +176,7 @@ describe('ripple start without REDIS_URL', () => {
       expect(await exited(ripB.child)).toBe(0);
       unlinkSync(join(b, 'apps', 'app-b.yaml'));
       writeConfig([webhookApp('app-c', 'http://127.0.0.1:9/hook')], { redis: { durability: 'everysec' } }, b);
-      ripB = await spawnRipple(['start'], envB, { cwd: root });
+      ripB = await start(envB, root);
       expect(ripB.output()).toMatch(/"app":"app-b","kind":"webhook","jobs":1.*no longer in the config/);
     } finally {
       ripA.child.kill('SIGTERM');
