@@ -4,7 +4,7 @@
  *
  *   npm run bench                       # full size (10,000 users × 10 apps)
  *   BENCH_USERS=1000 npm run bench      # smaller
- *   BENCH_ONLY=fanout,memory npm run bench   # some of fanout, ingest, lateness, memory
+ *   BENCH_ONLY=fanout,memory npm run bench   # some of fanout, ingest, durability, lateness, memory
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -26,7 +26,7 @@ const APPS = Number(process.env.BENCH_APPS ?? 10);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 100);
 const LATENESS_JOBS = Number(process.env.BENCH_LATENESS_JOBS ?? 10_000);
 const INGEST_SECONDS = Number(process.env.BENCH_INGEST_SECONDS ?? 10);
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'fanout,ingest,lateness,memory').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'fanout,ingest,durability,lateness,memory').split(','));
 const here = import.meta.dirname;
 
 const log = (msg: string) => console.log(`[bench] ${msg}`);
@@ -147,6 +147,11 @@ async function rippleFanout(redisUrl: string, target: string): Promise<{ rate: n
 }
 
 async function ingestRate(address: string): Promise<number> {
+  return (await ingestLoad(address)).rate;
+}
+
+/** Signed events/s on `POST /v1/events` with 50 connections, and the p99 latency in ms. */
+async function ingestLoad(address: string): Promise<{ rate: number; p99Ms: number }> {
   const signer = new Webhook(WEBHOOK_SECRET);
   let n = 0;
   const result = await autocannon({
@@ -165,7 +170,7 @@ async function ingestRate(address: string): Promise<number> {
     ],
   });
   if (result.non2xx > 0) log(`warning: ${result.non2xx} non-2xx answers from ${address}`);
-  return result.requests.average;
+  return { rate: result.requests.average, p99Ms: result.latency.p99 };
 }
 
 function p99(values: number[]): number {
@@ -320,6 +325,32 @@ async function main() {
       log(`  bare fastify: ${bareRate.toFixed(0)} req/s; Ripple POST /v1/events: ${rippleRate.toFixed(0)} events/s`);
       out.ingestRatio = rippleRate / bareRate;
     }
+    if (ONLY.has('durability')) {
+      log(`durability: POST /v1/events on a Redis with AOF fsync always, then everysec, ${INGEST_SECONDS}s each`);
+      const rates: Record<string, number> = {};
+      const p99: Record<string, number> = {};
+      for (const durability of ['always', 'everysec'] as const) {
+        const aof = await startEmbeddedRedis({
+          dir: mkdtempSync(join(tmpdir(), `bench-aof-${durability}-`)),
+          appendOnly: true,
+          durability,
+        });
+        const configDir = writeConfig([webhookApp('app-0', target)], { redis: { durability } });
+        const api = await child('http-servers.ts', ['ripple', aof.url, configDir, `rd${randomUUID().slice(0, 6)}`]);
+        const load = await ingestLoad(String(api.info.address));
+        rates[durability] = load.rate;
+        p99[durability] = load.p99Ms;
+        api.proc.kill();
+        await aof.stop();
+      }
+      log(
+        `  appendfsync always: ${rates.always?.toFixed(0)} events/s (p99 ${p99.always} ms); ` +
+          `everysec: ${rates.everysec?.toFixed(0)} events/s (p99 ${p99.everysec} ms)`,
+      );
+      out.ingestAlwaysPerSec = Math.round(rates.always ?? 0);
+      out.ingestEverysecPerSec = Math.round(rates.everysec ?? 0);
+      out.durabilityRatio = (rates.always ?? 0) / (rates.everysec ?? 1);
+    }
     if (ONLY.has('lateness')) {
       log(`lateness: ${LATENESS_JOBS} app jobs due at one instant`);
       const late = await lateness(redis.url, target);
@@ -342,7 +373,7 @@ async function main() {
     receiver.proc.kill();
     await redis.stop();
   }
-  for (const k of ['fanoutRatio', 'ingestRatio'] as const)
+  for (const k of ['fanoutRatio', 'ingestRatio', 'durabilityRatio'] as const)
     if (k in out) out[k] = Math.round((out[k] ?? 0) * 1000) / 1000;
   console.log(JSON.stringify(out));
 }

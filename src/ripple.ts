@@ -1,18 +1,22 @@
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import type { Worker } from 'bullmq';
+import type { JobType, Worker } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { targetKinds } from '../workers/index.js';
 import { buildApp } from './app.js';
 import { type LoadedConfig, loadConfig } from './config/load.js';
 import { errorMessage, StartupError } from './errors.js';
 import { createLogger } from './log.js';
 import { Metrics } from './metrics/metrics.js';
 import { startPlanner } from './planner/planner.js';
-import { type EmbeddedRedis, REDIS_INSTALL_HINT, startEmbeddedRedis } from './redis/embedded.js';
+import { backgroundConnection, requestConnection } from './redis/connections.js';
+import { type DataDirRedis, defaultDataDir, openDataDirRedis } from './redis/data-dir.js';
+import { RedisHealth } from './redis/health.js';
 import { type DeliveryRuntime, startDeliveryWorkers } from './runtime/delivery.js';
 import { createTargets, dependentsOf, type Engine } from './runtime/engine.js';
-import { createQueues } from './runtime/queues.js';
+import { createQueues, deliveryQueueName } from './runtime/queues.js';
 import { SessionStore } from './sessions/store.js';
 import { StatusStore } from './status/store.js';
 import type { EngineServices, Target } from './targets/adapter.js';
@@ -20,10 +24,10 @@ import { Vault } from './vault/vault.js';
 
 export interface RippleOptions {
   configDir: string;
-  /** Redis to use; unset starts a private redis-server with its data in `dataDir`. */
+  /** Redis to use; unset starts (or adopts) the embedded redis-server of `dataDir`. */
   redisUrl?: string | undefined;
-  /** Where the embedded Redis keeps its AOF (default ./var/redis). */
-  dataDir?: string;
+  /** Where the embedded Redis keeps its data (default: `defaultDataDir(configDir)`). */
+  dataDir?: string | undefined;
   env?: NodeJS.ProcessEnv;
   log?: Logger;
   /** Overrides `redis.prefix` (tests run several instances on one Redis). */
@@ -32,90 +36,120 @@ export interface RippleOptions {
   config?: LoadedConfig;
 }
 
+/** What `close()` could finish: `clean` is false when it stopped waiting (and says for what). */
+export interface ShutdownReport {
+  clean: boolean;
+  unfinished: string[];
+}
+
+/** Job states of delivery work not yet done. */
+const PENDING_STATES: JobType[] = ['wait', 'delayed', 'prioritized', 'active'];
+
+/** How long `close()` may take beyond `workers.drainTimeout` before it stops waiting. */
+const CLOSE_GRACE_MS = 2_000;
+
 /**
  * One Ripple process: config, Redis, queues, status store, vault and targets, plus whichever
  * roles it runs (HTTP API, planner, delivery workers). `start` runs them all; `serve` and
  * `worker` split them across processes that share a Redis.
+ *
+ * Two Redis connections: background work (planner, workers) waits out an outage and resumes;
+ * the HTTP side fails fast, so a request is answered 503 within a bound and never carried out
+ * later. `engine` is built on the first, `httpEngine` on the second.
  */
 export class Ripple {
   private http?: FastifyInstance;
   private planner?: Worker;
   private delivery?: DeliveryRuntime;
-  private closed = false;
+  private workerKinds: string[] = [];
+  private closing?: Promise<ShutdownReport>;
 
   private constructor(
     readonly engine: Engine,
+    private readonly httpEngine: Engine,
     private readonly targets: Map<string, Target>,
-    private readonly embedded: EmbeddedRedis | undefined,
+    private readonly health: RedisHealth,
+    private readonly embedded: DataDirRedis | undefined,
   ) {}
 
   static async open(opts: RippleOptions): Promise<Ripple> {
     const log = opts.log ?? createLogger();
     const config = opts.config ?? loadConfig(opts.configDir, opts.env);
-    let embedded: EmbeddedRedis | undefined;
+    const service = config.service;
+    let embedded: DataDirRedis | undefined;
     let url = opts.redisUrl;
     if (!url) {
+      const dir = resolve(opts.dataDir || defaultDataDir(config.dir));
+      if (!opts.dataDir) warnAboutLegacyData(log, dir);
       try {
-        embedded = await startEmbeddedRedis({ dir: resolve(opts.dataDir ?? 'var/redis') });
+        embedded = await openDataDirRedis({ dir, configDir: config.dir, durability: service.redis.durability, log });
       } catch (err) {
-        throw new StartupError(
-          `REDIS_URL is not set and the embedded Redis could not start: ${errorMessage(err)}\n` +
-            `Install it (${REDIS_INSTALL_HINT}).`,
-          { cause: err },
-        );
+        throw new StartupError(`REDIS_URL is not set and the embedded Redis could not start: ${errorMessage(err)}`, {
+          cause: err,
+        });
       }
       url = embedded.url;
-      log.info({ redis: url, dataDir: opts.dataDir ?? 'var/redis' }, 'started embedded redis-server');
     }
-    const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true, connectTimeout: 5_000 });
+    const where = redactUrl(url);
+    const redis = backgroundConnection(url);
+    const requests = requestConnection(url);
+    const health = new RedisHealth(log, where, () => requests.ping());
+    health.watchConnection(redis, 'redis connection');
+    health.watchConnection(requests, 'http redis connection');
     try {
-      await redis.connect();
+      await Promise.all([redis.connect(), requests.connect()]);
       await redis.ping();
     } catch (err) {
+      health.close();
       redis.disconnect();
-      await embedded?.stop();
-      throw new StartupError(`cannot reach Redis at ${redactUrl(url)}: ${errorMessage(err)}`, { cause: err });
+      requests.disconnect();
+      await embedded?.release();
+      throw new StartupError(`cannot reach Redis at ${where}: ${errorMessage(err)}`, { cause: err });
     }
-    const policy = (await redis.config('GET', 'maxmemory-policy').catch(() => [])) as string[];
-    if (policy[1] && policy[1] !== 'noeviction') {
-      log.warn({ policy: policy[1] }, 'Redis maxmemory-policy should be noeviction, or queued work can be evicted');
-    }
-    const service = config.service;
+    await checkRedisSettings(redis, log, where, embedded ? undefined : service.redis.durability);
     const prefix = opts.prefix ?? service.redis.prefix;
     const apps = config.apps.filter((a) => a.enabled);
     const kinds = [...new Set(apps.map((a) => a.kind))].sort();
-    const vault = new Vault(redis, prefix, service.vault);
-    const services: EngineServices = {
-      config: service,
-      redis,
-      prefix,
-      log,
-      sessions: new SessionStore(redis, prefix, vault),
-      ...(config.signing ? { signing: config.signing } : {}),
+    const metrics = new Metrics();
+    const engineOn = (connection: Redis): Engine => {
+      const vault = new Vault(connection, prefix, service.vault);
+      const services: EngineServices = {
+        config: service,
+        redis: connection,
+        prefix,
+        log,
+        sessions: new SessionStore(connection, prefix, vault),
+        ...(config.signing ? { signing: config.signing } : {}),
+      };
+      const queues = createQueues(connection, prefix, kinds);
+      for (const queue of queues.all()) health.watch(queue, 'queue', { queue: queue.name });
+      return {
+        config,
+        prefix,
+        redis: connection,
+        store: new StatusStore(connection, prefix, service.status.retention),
+        vault,
+        queues,
+        metrics,
+        log,
+        apps: new Map(apps.map((a) => [a.id, a])),
+        dependents: dependentsOf(apps),
+        services,
+      };
     };
-    const engine: Engine = {
-      config,
-      prefix,
-      redis,
-      store: new StatusStore(redis, prefix, service.status.retention),
-      vault,
-      queues: createQueues(redis, prefix, kinds),
-      metrics: new Metrics(),
-      log,
-      apps: new Map(apps.map((a) => [a.id, a])),
-      dependents: dependentsOf(apps),
-      services,
-    };
+    const engine = engineOn(redis);
+    const httpEngine = engineOn(requests);
     let targets: Map<string, Target>;
     try {
-      targets = createTargets(apps, services);
+      targets = createTargets(apps, engine.services);
     } catch (err) {
-      await engine.queues.close();
+      await Promise.all([engine.queues.close(), httpEngine.queues.close()]);
       redis.disconnect();
-      await embedded?.stop();
+      requests.disconnect();
+      await embedded?.release();
       throw err;
     }
-    return new Ripple(engine, targets, embedded);
+    return new Ripple(engine, httpEngine, targets, health, embedded);
   }
 
   /** Kinds that have at least one enabled app. */
@@ -123,8 +157,13 @@ export class Ripple {
     return [...this.engine.queues.delivery.keys()];
   }
 
+  /** Kinds this process runs delivery workers for. */
+  get runningKinds(): string[] {
+    return this.workerKinds;
+  }
+
   async buildHttp(api = true): Promise<FastifyInstance> {
-    this.http ??= await buildApp(this.engine, { api });
+    this.http ??= await buildApp(this.httpEngine, { api, health: this.health });
     return this.http;
   }
 
@@ -134,7 +173,11 @@ export class Ripple {
   }
 
   startPlanner(): void {
-    this.planner ??= startPlanner(this.engine);
+    if (this.planner) return;
+    this.planner = startPlanner(this.engine);
+    // Reachability is reported once per outage (RedisHealth), not once per reconnect attempt.
+    this.planner.removeAllListeners('error');
+    this.health.watch(this.planner, 'planner');
   }
 
   startWorkers(kinds: string[] = this.kinds): void {
@@ -142,7 +185,58 @@ export class Ripple {
     if (unknown.length > 0) {
       throw new StartupError(`no enabled app of kind ${unknown.join(', ')} (kinds in use: ${this.kinds.join(', ')})`);
     }
-    this.delivery ??= startDeliveryWorkers(this.engine, this.targets, kinds);
+    if (this.delivery) return;
+    this.delivery = startDeliveryWorkers(this.engine, this.targets, kinds);
+    this.workerKinds = [...kinds].sort();
+    this.delivery.workers.forEach((worker, i) => {
+      worker.removeAllListeners('error');
+      this.health.watch(worker, 'delivery worker', { kind: kinds[i] });
+    });
+  }
+
+  /**
+   * Warns, once at start, about delivery jobs still waiting for apps that are no longer enabled
+   * in this config (removed, disabled, or of a kind no app uses any more), so they are no surprise.
+   */
+  async reportLeftovers(): Promise<void> {
+    const { engine } = this;
+    const leftovers: { app: string; kind: string; jobs: number; status: string }[] = [];
+    for (const kind of Object.keys(targetKinds)) {
+      const queue = engine.queues.delivery.get(kind);
+      const ids = queue ? await queue.getRanges(PENDING_STATES, 0, -1) : await this.pendingIdsOfUnusedKind(kind);
+      if (ids.length === 0) continue;
+      const counts = new Map<string, number>();
+      const keyOf = (id: string) => `${engine.prefix}:${deliveryQueueName(kind)}:${id}`;
+      for (let i = 0; i < ids.length; i += 5_000) {
+        const batch = engine.redis.pipeline();
+        for (const id of ids.slice(i, i + 5_000)) batch.hget(keyOf(id), 'name');
+        for (const [, name] of (await batch.exec()) ?? []) {
+          if (typeof name === 'string' && !engine.apps.has(name)) counts.set(name, (counts.get(name) ?? 0) + 1);
+        }
+      }
+      for (const [app, jobs] of counts) {
+        const configured = engine.config.apps.find((a) => a.id === app);
+        leftovers.push({ app, kind, jobs, status: configured ? 'disabled' : 'removed' });
+      }
+    }
+    if (leftovers.length === 0) return;
+    const list = leftovers.map((l) => `${l.app} (${l.kind}, ${l.status}, ${l.jobs} job${l.jobs === 1 ? '' : 's'})`);
+    engine.log.warn(
+      { leftovers },
+      `pending deliveries for apps no longer in the config: ${list.join(', ')}. They are not run: a worker that ` +
+        'takes one marks the app failed for that event ("no longer configured"), and a kind with no enabled app ' +
+        'has no worker at all. Enable the app again to run them, or remove the jobs from the dashboard.',
+    );
+  }
+
+  private async pendingIdsOfUnusedKind(kind: string): Promise<string[]> {
+    const { Queue } = await import('bullmq');
+    const queue = new Queue(deliveryQueueName(kind), { connection: this.engine.redis, prefix: this.engine.prefix });
+    try {
+      return await queue.getRanges(PENDING_STATES, 0, -1);
+    } finally {
+      await queue.close();
+    }
   }
 
   /** Runs each app's probe (reachable and correctly configured, changing nothing), `timeoutMs` each. */
@@ -160,17 +254,124 @@ export class Ripple {
     );
   }
 
-  /** Stops HTTP first, lets deliveries drain for `workers.drainTimeout`, then closes Redis. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.http?.close();
-    await this.delivery?.close(this.engine.config.service.workers.drainTimeout);
-    await this.planner?.close();
-    await this.engine.queues.close();
-    await Promise.all([...this.targets.values()].map((t) => t.close?.().catch(() => undefined)));
-    await this.engine.redis.quit().catch(() => this.engine.redis.disconnect());
-    await this.embedded?.stop();
+  /**
+   * Stops HTTP first, lets deliveries drain for `workers.drainTimeout`, then closes Redis — and
+   * stops waiting `CLOSE_GRACE_MS` after the drain timeout whatever Redis is doing, saying what it
+   * could not finish. Then releases the embedded Redis (stopped unless another Ripple uses it).
+   */
+  close(): Promise<ShutdownReport> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<ShutdownReport> {
+    const { engine, httpEngine, health } = this;
+    const drainMs = engine.config.service.workers.drainTimeout;
+    const unfinished = new Set<string>();
+    const step = async (what: string, work: () => Promise<unknown> | undefined) => {
+      unfinished.add(what);
+      await work();
+      unfinished.delete(what);
+    };
+    const orderly = (async () => {
+      await step('stop the HTTP server', () => this.http?.close());
+      await step('let active deliveries finish', () => this.delivery?.close(drainMs));
+      await step('stop the planner', () => this.planner?.close());
+      await step('close the queues', () => Promise.all([engine.queues.close(), httpEngine.queues.close()]));
+      await step('close the targets', () =>
+        Promise.all([...this.targets.values()].map((t) => t.close?.().catch(() => undefined))),
+      );
+      await step('close the Redis connections', () =>
+        Promise.all([engine.redis.quit().catch(() => undefined), httpEngine.redis.quit().catch(() => undefined)]),
+      );
+    })();
+    orderly.catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      orderly.then(
+        () => 'done' as const,
+        (err: unknown) => err,
+      ),
+      new Promise<'timeout'>((res) => {
+        timer = setTimeout(() => res('timeout'), drainMs + CLOSE_GRACE_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    health.close();
+    const report: ShutdownReport = { clean: outcome === 'done', unfinished: [...unfinished] };
+    if (outcome !== 'done') {
+      const redisAway = health.down || !(await answersWithin(httpEngine.redis, 500));
+      engine.log.error(
+        {
+          unfinished: report.unfinished,
+          ...(outcome === 'timeout' ? {} : { err: outcome }),
+          redis: redisAway ? 'unreachable' : 'reachable',
+        },
+        `shutdown incomplete: could not ${report.unfinished.join(', then ')}${
+          outcome === 'timeout' ? ` within ${drainMs + CLOSE_GRACE_MS} ms` : ''
+        }${
+          redisAway
+            ? '. Redis is unreachable: the outcome of deliveries still active was not recorded; each runs again once a worker takes its job back (after its lock expires)'
+            : ''
+        }`,
+      );
+      for (const worker of this.delivery?.workers ?? []) void worker.close(true).catch(() => undefined);
+      void this.planner?.close(true).catch(() => undefined);
+      engine.redis.disconnect();
+      httpEngine.redis.disconnect();
+    }
+    await this.embedded?.release();
+    return report;
+  }
+}
+
+async function answersWithin(redis: Redis, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const answered = await Promise.race([
+    redis.ping().then(
+      () => true,
+      () => false,
+    ),
+    new Promise<boolean>((res) => {
+      timer = setTimeout(() => res(false), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  return answered;
+}
+
+/** Checks Redis keeps queued work (noeviction) and, for a Redis of your own, that it persists as `durability` says. */
+async function checkRedisSettings(redis: Redis, log: Logger, where: string, durability?: 'always' | 'everysec') {
+  const get = async (key: string) => ((await redis.config('GET', key).catch(() => [])) as string[])[1];
+  const policy = await get('maxmemory-policy');
+  if (policy && policy !== 'noeviction') {
+    log.warn({ policy }, 'Redis maxmemory-policy should be noeviction, or queued work can be evicted');
+  }
+  if (!durability) return;
+  const [appendonly, appendfsync] = [await get('appendonly'), await get('appendfsync')];
+  if (appendonly === undefined) {
+    log.info(
+      { redis: where, durability },
+      `cannot read Redis persistence settings (CONFIG GET refused); for redis.durability: ${durability} it needs appendonly yes and appendfsync ${durability}`,
+    );
+  } else if (appendonly !== 'yes' || (durability === 'always' && appendfsync !== 'always')) {
+    log.warn(
+      { redis: where, appendonly, appendfsync, durability },
+      `redis.durability is ${durability}, but Redis at ${where} has appendonly ${appendonly}, appendfsync ${appendfsync}: ` +
+        `events already answered 202 can be lost in a crash or power cut. Set appendonly yes and appendfsync ${durability} on that Redis.`,
+    );
+  }
+}
+
+/** Before the data directory followed the config, every config used ./var/redis. */
+function warnAboutLegacyData(log: Logger, dir: string): void {
+  const legacy = resolve('var/redis');
+  if (legacy !== dir && existsSync(resolve(legacy, 'appendonlydir')) && !existsSync(dir)) {
+    log.warn(
+      { legacy, dataDir: dir },
+      `found embedded Redis data in ${legacy}, where Ripple kept it for every config; it is not used now. ` +
+        `If it is this config's, move it (mv ${legacy} ${dir}) or set RIPPLE_DATA_DIR=${legacy}.`,
+    );
   }
 }
 

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { refusal } from './refusal.js';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -18,9 +19,10 @@ export function presentedToken(authorization: string | undefined): string | unde
   if (!value) return undefined;
   if (scheme?.toLowerCase() === 'bearer') return value.trim();
   if (scheme?.toLowerCase() === 'basic') {
+    // user:password, the token being the password; credentials without a user name are the token itself.
     const decoded = Buffer.from(value, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
-    return colon >= 0 ? decoded.slice(colon + 1) : undefined;
+    return colon >= 0 ? decoded.slice(colon + 1) : decoded;
   }
   return undefined;
 }
@@ -35,8 +37,9 @@ export function adminAuth(tokens: readonly string[], opts: { basicRealm?: string
     if (token && matchesToken(token, tokens)) return;
     if (opts.basicRealm) reply.header('www-authenticate', `Basic realm="${opts.basicRealm}", charset="UTF-8"`);
     else reply.header('www-authenticate', 'Bearer');
-    return reply
-      .code(401)
-      .send({ error: 'unauthorized', message: token ? 'admin token not recognised' : 'admin bearer token required' });
+    const missing = opts.basicRealm
+      ? 'sign in with any user name and an admin token as the password'
+      : 'admin bearer token required';
+    return reply.code(401).send(refusal('unauthorized', token ? 'admin token not recognised' : missing));
   };
 }

@@ -2,10 +2,11 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import closeWithGrace from 'close-with-grace';
 import { Webhook } from 'standardwebhooks';
+import { devSecretsMessage, findDevSecrets, isLoopback } from '../config/dev-secrets.js';
 import { formatDuration } from '../config/duration.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { AppConfig } from '../config/types.js';
-import { ConfigErrors, errorMessage, RippleError } from '../errors.js';
+import { ConfigErrors, errorMessage, RippleError, StartupError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { planPropagation } from '../planner/plan.js';
 import { Ripple } from '../ripple.js';
@@ -13,20 +14,29 @@ import { Ripple } from '../ripple.js';
 const USAGE = `ripple — propagates a password change to every system that still trusts the old one
 
 usage:
-  ripple start                         API, planner and all workers in one process (npm start)
-  ripple serve                         API and planner only
-  ripple worker [--kind K]...          delivery workers (all kinds in use, or the given ones)
+  ripple start [--data-dir DIR]        API, planner and all workers in one process (npm start)
+  ripple serve                         API and planner only (needs REDIS_URL)
+  ripple worker [--kind K]...          delivery workers for all kinds in use, or the given ones (needs REDIS_URL)
                 [--metrics-port P]     also serve /healthz, /readyz and /metrics on P
   ripple config check                  validate the config directory and list the apps
-  ripple probe [--app ID]...           check each enabled app is reachable and configured (changes nothing)
+  ripple probe [--app ID]... [--data-dir DIR]
+                                       check each enabled app is reachable and configured (changes nothing)
   ripple plan --user NAME [--groups a,b] [--at ISO-TIME]
                                        dry run: which apps act, in what order, when (no Redis)
-  ripple emit --user NAME [--id ID] [--email E] [--groups a,b] [--source S]
-              [--password-stdin] [--url URL]
-                                       sign and send a password.changed event to a running Ripple
+  ripple emit --user NAME [options]    sign a password.changed event with the first ingest secret of
+                                       RIPPLE_CONFIG and send it to a running Ripple; prints the answer
+    --id ID                            user.id in the event (default: the --user name)
+    --email E                          user.email (default: none)
+    --groups a,b                       user.groups (default: none)
+    --source S                         source of the change (default: admin)
+    --password-stdin                   read the new password from stdin and send it as credential.password
+                                       (default: no credential; credential kinds such as ldap then fail)
+    --url URL                          Ripple's base URL (default: http://$HOST:$PORT, i.e. http://127.0.0.1:8080)
+                                       The webhook-id is a new evt_… each time; occurredAt is now.
 
-environment: RIPPLE_CONFIG (./config), REDIS_URL (unset: embedded redis-server),
-             PORT (8080), HOST (127.0.0.1), LOG_LEVEL (info)`;
+environment: RIPPLE_CONFIG (./config), REDIS_URL (unset: the embedded redis-server, start and probe only),
+             RIPPLE_DATA_DIR (the embedded Redis's data; default: var/<config dir name>/redis beside the
+             config dir), PORT (8080), HOST (127.0.0.1), LOG_LEVEL (info)`;
 
 const env = process.env;
 const configDir = () => env.RIPPLE_CONFIG ?? './config';
@@ -34,16 +44,19 @@ const configDir = () => env.RIPPLE_CONFIG ?? './config';
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
-    case 'start':
-      return run({ api: true, planner: true, workers: 'all' });
+    case 'start': {
+      const { values } = parseArgs({ args: rest, options: { 'data-dir': { type: 'string' } } });
+      return run('start', { api: true, planner: true, workers: 'all', dataDir: values['data-dir'] });
+    }
     case 'serve':
-      return run({ api: true, planner: true, workers: [] });
+      parseArgs({ args: rest, options: {} });
+      return run('serve', { api: true, planner: true, workers: [] });
     case 'worker': {
       const { values } = parseArgs({
         args: rest,
         options: { kind: { type: 'string', multiple: true }, 'metrics-port': { type: 'string' } },
       });
-      return run({
+      return run('worker', {
         api: false,
         planner: false,
         workers: values.kind?.length ? values.kind : 'all',
@@ -79,31 +92,76 @@ function load(): LoadedConfig {
   return loadConfig(configDir());
 }
 
-async function run(roles: {
-  api: boolean;
-  planner: boolean;
-  workers: string[] | 'all';
-  metricsPort?: number | undefined;
-}): Promise<number> {
-  const ripple = await Ripple.open({ configDir: configDir(), redisUrl: env.REDIS_URL || undefined });
-  const { log } = ripple.engine;
-  closeWithGrace({ delay: ripple.engine.config.service.workers.drainTimeout + 10_000 }, async ({ signal, err }) => {
-    if (err) log.error({ err }, 'fatal error, shutting down');
-    else log.info({ signal }, 'shutting down: draining active deliveries');
-    await ripple.close();
+/** The embedded Redis's data directory from `--data-dir` or RIPPLE_DATA_DIR (unset: beside the config). */
+const dataDirOption = (flag: string | undefined) => flag || env.RIPPLE_DATA_DIR || undefined;
+
+async function run(
+  command: 'start' | 'serve' | 'worker',
+  roles: {
+    api: boolean;
+    planner: boolean;
+    workers: string[] | 'all';
+    metricsPort?: number | undefined;
+    dataDir?: string | undefined;
+  },
+): Promise<number> {
+  const config = load();
+  const redisUrl = env.REDIS_URL || undefined;
+  if (!redisUrl && command !== 'start') {
+    throw new StartupError(
+      `ripple ${command} needs a shared Redis: set REDIS_URL (e.g. redis://127.0.0.1:6379) to the Redis that ` +
+        'every serve and worker process uses. Without it each would start a private Redis and never see the ' +
+        "others' work. To run everything in one process with the embedded Redis, use ripple start.",
+    );
+  }
+  const host = env.HOST || '127.0.0.1';
+  const listens = roles.api || roles.metricsPort !== undefined;
+  if (listens && !isLoopback(host)) {
+    const found = findDevSecrets(config);
+    if (found.length > 0) throw new StartupError(devSecretsMessage(host, found));
+  }
+  const ripple = await Ripple.open({
+    configDir: config.dir,
+    config,
+    redisUrl,
+    dataDir: dataDirOption(roles.dataDir),
   });
-  if (roles.planner) ripple.startPlanner();
-  if (roles.workers === 'all') ripple.startWorkers();
-  else if (roles.workers.length > 0) ripple.startWorkers(roles.workers);
-  const host = env.HOST ?? '127.0.0.1';
-  if (roles.api) {
-    const address = await ripple.listen(Number(env.PORT ?? 8080), host);
-    log.info({ address, apps: ripple.engine.apps.size, kinds: ripple.kinds }, 'ripple is up');
-  } else if (roles.metricsPort !== undefined) {
-    const address = await ripple.listen(roles.metricsPort, host, false);
-    log.info({ address, kinds: ripple.kinds }, 'ripple worker is up (health and metrics only)');
-  } else {
-    log.info({ kinds: ripple.kinds }, 'ripple worker is up');
+  const { log } = ripple.engine;
+  const drainMs = ripple.engine.config.service.workers.drainTimeout;
+  const grace = closeWithGrace(
+    {
+      // A backstop only: close() itself stops waiting shortly after the drain timeout.
+      delay: drainMs + 6_000,
+      logger: false,
+      onTimeout: (ms) => log.error({ ms }, 'shutdown did not finish in time; exiting'),
+    },
+    async ({ signal, err }) => {
+      if (err) log.error({ err }, 'fatal error, shutting down');
+      else log.info({ signal }, 'shutting down: draining active deliveries');
+      const report = await ripple.close();
+      // A non-zero exit tells the supervisor that work may have been left unrecorded (logged above).
+      if (!report.clean) throw new Error('shutdown incomplete');
+    },
+  );
+  try {
+    if (roles.planner) ripple.startPlanner();
+    if (roles.workers === 'all') ripple.startWorkers();
+    else if (roles.workers.length > 0) ripple.startWorkers(roles.workers);
+    if (roles.workers === 'all' || roles.workers.length > 0) await ripple.reportLeftovers();
+    if (roles.api) {
+      const address = await ripple.listen(Number(env.PORT || 8080), host);
+      log.info({ address, apps: ripple.engine.apps.size, kinds: ripple.runningKinds }, 'ripple is up');
+    } else if (roles.metricsPort !== undefined) {
+      const address = await ripple.listen(roles.metricsPort, host, false);
+      log.info({ address, kinds: ripple.runningKinds }, 'ripple worker is up (health and metrics only)');
+    } else {
+      log.info({ kinds: ripple.runningKinds }, 'ripple worker is up');
+    }
+  } catch (err) {
+    // e.g. the port is taken: stop what already runs (workers, the embedded Redis) before exiting.
+    grace.uninstall();
+    await ripple.close();
+    throw err;
   }
   return new Promise<number>(() => {}); // runs until a signal
 }
@@ -146,10 +204,14 @@ function configCheck(): number {
 }
 
 async function probe(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { app: { type: 'string', multiple: true } } });
+  const { values } = parseArgs({
+    args,
+    options: { app: { type: 'string', multiple: true }, 'data-dir': { type: 'string' } },
+  });
   const ripple = await Ripple.open({
     configDir: configDir(),
     redisUrl: env.REDIS_URL || undefined,
+    dataDir: dataDirOption(values['data-dir']),
     log: createLogger({ level: env.LOG_LEVEL ?? 'warn' }),
   });
   try {
@@ -232,20 +294,37 @@ async function emit(args: string[]): Promise<number> {
   const payload = JSON.stringify(body);
   const id = `evt_${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
   const now = new Date();
-  const url = values.url ?? `http://${env.HOST ?? '127.0.0.1'}:${env.PORT ?? 8080}`;
-  const res = await fetch(new URL('/v1/events', url), {
-    method: 'POST',
-    body: payload,
-    headers: {
-      'content-type': 'application/json',
-      'webhook-id': id,
-      'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
-      'webhook-signature': new Webhook(secret).sign(id, now, payload),
-    },
-  });
-  const text = await res.text();
+  const url = values.url ?? `http://${env.HOST || '127.0.0.1'}:${env.PORT || 8080}`;
+  const target = new URL('/v1/events', url);
+  let res: Response;
+  let text: string;
+  try {
+    res = await fetch(target, {
+      method: 'POST',
+      body: payload,
+      headers: {
+        'content-type': 'application/json',
+        'webhook-id': id,
+        'webhook-timestamp': String(Math.floor(now.getTime() / 1000)),
+        'webhook-signature': new Webhook(secret).sign(id, now, payload),
+      },
+      signal: AbortSignal.timeout(EMIT_TIMEOUT_MS),
+    });
+    text = await res.text();
+  } catch (err) {
+    throw new RippleError('EMIT_UNREACHABLE', `cannot reach ${target}: ${fetchFailure(err)}`, { cause: err });
+  }
   console.log(`HTTP ${res.status} ${text}`);
   return res.status === 202 ? 0 : 1;
+}
+
+const EMIT_TIMEOUT_MS = 15_000;
+
+/** Why fetch failed, in the words of the network: ECONNREFUSED, ENOTFOUND, no answer in time. */
+function fetchFailure(err: unknown): string {
+  if (err instanceof Error && err.name === 'TimeoutError') return `no answer within ${EMIT_TIMEOUT_MS / 1000} s`;
+  const cause = err instanceof Error ? (err.cause as NodeJS.ErrnoException | undefined) : undefined;
+  return cause?.code ?? cause?.message ?? errorMessage(err);
 }
 
 main(process.argv.slice(2)).then(

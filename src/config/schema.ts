@@ -46,8 +46,14 @@ export const serviceSchema = z.strictObject({
         .string()
         .regex(/^[A-Za-z0-9_-]+$/, 'use letters, digits, _ and -')
         .default('ripple'),
+      /**
+       * When the embedded Redis fsyncs its append-only file: `always` before each write is
+       * acknowledged, so an event answered 202 survives a power cut; `everysec` once a second,
+       * faster, but up to about a second of accepted events can be lost.
+       */
+      durability: z.enum(['always', 'everysec']).default('always'),
     })
-    .default({ prefix: 'ripple' }),
+    .default({ prefix: 'ripple', durability: 'always' }),
   workers: z
     .strictObject({
       /** Concurrent jobs per worker process, per kind; unset kinds use the kind's default. */

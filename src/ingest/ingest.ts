@@ -54,6 +54,8 @@ export async function ingestEvent(
   raw: Buffer,
   headers: Record<string, string | string[] | undefined>,
   now = new Date(),
+  /** Aborted when the sender has gone or its deadline passed: nothing more is written from then on. */
+  signal?: AbortSignal,
 ): Promise<IngestAnswer> {
   const header = (name: string) => {
     const v = headers[name];
@@ -122,12 +124,14 @@ export async function ingestEvent(
     hasCredential: body.credential !== undefined,
   };
   const sealed = body.credential ? engine.vault.sealFor(eventId, body.credential.password) : undefined;
+  signal?.throwIfAborted();
   const created = await engine.store.createEvent(meta, sealed);
   if (created === 'conflict') {
     engine.metrics.eventsReceived.inc({ outcome: 'conflict' });
     return refuse(409, 'event_id_conflict', `event ${eventId} was already received with a different body`);
   }
   // The deterministic job id makes this a no-op when the first attempt got this far.
+  signal?.throwIfAborted();
   await engine.queues.events.add('plan', { eventId }, { jobId: planJobId(eventId) });
   engine.metrics.eventsReceived.inc({ outcome: created === 'created' ? 'accepted' : 'duplicate' });
   if (created === 'created') {

@@ -4,7 +4,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import { freePort } from '../../src/util/server-process.js';
 import { runCli } from '../support/cli.js';
-import { ADMIN_TOKEN, startReceiver, startRipple, startTestRedis, webhookApp, writeConfig } from '../support/ripple.js';
+import {
+  ADMIN_TOKEN,
+  startReceiver,
+  startRipple,
+  startTestRedis,
+  tempDir,
+  webhookApp,
+  writeConfig,
+} from '../support/ripple.js';
 
 const URL = 'http://127.0.0.1:9/hook';
 
@@ -72,7 +80,12 @@ describe('ripple plan', () => {
 describe('ripple start without Redis', () => {
   it('says in one line how to install redis-server or set REDIS_URL', async () => {
     const dir = writeConfig([webhookApp('a', URL)]);
-    const res = await runCli(['start'], { RIPPLE_CONFIG: dir, REDIS_URL: '', PATH: '/nonexistent' });
+    const res = await runCli(['start'], {
+      RIPPLE_CONFIG: dir,
+      REDIS_URL: '',
+      RIPPLE_DATA_DIR: tempDir('data'),
+      PATH: '/nonexistent',
+    });
     expect(res.code).toBe(1);
     expect(res.stderr).toMatch(
       /redis-server not found\. Install it: apt-get install -y redis-server .* or set REDIS_URL/,
@@ -128,5 +141,46 @@ describe('ripple probe', () => {
     } finally {
       await rx.close();
     }
+  });
+});
+
+describe('ripple emit against a server that is not running', () => {
+  it('names the URL and the reason', async () => {
+    const dir = writeConfig([webhookApp('audit', URL)]);
+    const closed = await freePort();
+    const res = await runCli(['emit', '--user', 'alice'], {
+      RIPPLE_CONFIG: dir,
+      HOST: '127.0.0.1',
+      PORT: String(closed),
+    });
+    expect(res.code).toBe(1);
+    expect(res.stderr.trim()).toBe(`ripple: cannot reach http://127.0.0.1:${closed}/v1/events: ECONNREFUSED`);
+  });
+
+  it('documents its flags and their defaults in the usage text', async () => {
+    const res = await runCli(['help']);
+    expect(res.stdout).toMatch(/--id ID\s+user\.id .*default: the --user name/);
+    expect(res.stdout).toMatch(/--source S\s+.*default: admin/);
+    expect(res.stdout).toMatch(/--url URL\s+.*default: http:\/\/\$HOST:\$PORT/);
+  });
+});
+
+describe('development secrets', () => {
+  it('ripple start on a non-loopback address refuses the example config’s fallback secrets, naming each key and variable', async () => {
+    const example = join(import.meta.dirname, '..', '..', 'config');
+    const unset = { RIPPLE_WEBHOOK_SECRET: '', RIPPLE_ADMIN_TOKEN: '', RIPPLE_VAULT_KEY: '', AUDIT_WEBHOOK_SECRET: '' };
+    const res = await runCli(['start'], {
+      ...unset,
+      RIPPLE_CONFIG: example,
+      HOST: '0.0.0.0',
+      REDIS_URL: 'redis://127.0.0.1:1',
+    });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/refusing to listen on 0\.0\.0\.0 with development secrets/);
+    expect(res.stderr).toMatch(/ripple\.yaml: ingest\.secrets\[0\] .*set RIPPLE_WEBHOOK_SECRET/);
+    expect(res.stderr).toMatch(/ripple\.yaml: admin\.tokens\[0\] .*set RIPPLE_ADMIN_TOKEN/);
+    expect(res.stderr).toMatch(/ripple\.yaml: vault\.key .*set RIPPLE_VAULT_KEY/);
+    expect(res.stderr).toMatch(/audit-webhook\.yaml: webhook\.secret .*set AUDIT_WEBHOOK_SECRET/);
+    expect(res.stderr).not.toMatch(/cannot reach Redis/);
   });
 });

@@ -1,68 +1,187 @@
-import { existsSync, mkdtempSync } from 'node:fs';
-import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
+import { randomUUID } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { freePort } from '../../src/util/server-process.js';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { freePort, type ServerProcess } from '../../src/util/server-process.js';
 import { exited, runCli, spawnRipple } from '../support/cli.js';
-import { ADMIN_TOKEN, webhookApp, writeConfig } from '../support/ripple.js';
+import { ADMIN_TOKEN, passwordChanged, signedHeaders, tempDir, webhookApp, writeConfig } from '../support/ripple.js';
 
-const canConnect = (port: number) =>
-  new Promise<boolean>((res) => {
-    const socket = connect({ host: '127.0.0.1', port }, () => {
-      socket.destroy();
-      res(true);
-    });
-    socket.once('error', () => res(false));
-  });
+/** Every live redis-server process whose working directory (Redis chdirs to its `dir`) is `dir`. */
+function redisServersServing(dir: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/comm`, 'utf8').trim() !== 'redis-server') continue;
+      if (readlinkSync(`/proc/${entry}/cwd`) === dir) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
 
-describe('ripple start without REDIS_URL', () => {
-  it('runs a private redis-server with AOF under var/, so a restart keeps pending work, and stops it on exit', async () => {
-    const cwd = mkdtempSync(join(tmpdir(), 'ripple-home-'));
-    const configDir = writeConfig([webhookApp('much-later', 'http://127.0.0.1:9/hook', { delay: '1h' })]);
-    const port = await freePort();
-    const env = { RIPPLE_CONFIG: configDir, REDIS_URL: '', PORT: String(port) };
-    const url = `http://127.0.0.1:${port}`;
-    const status = async (id: string) =>
-      (
-        await fetch(`${url}/v1/events/${id}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
-      ).json() as Promise<{
+const roots: string[] = [];
+const processes: ServerProcess[] = [];
+/** `ripple start` in `cwd`, killed after the tests if a failed assertion left it running. */
+async function start(env: NodeJS.ProcessEnv, cwd: string) {
+  const p = await spawnRipple(['start'], env, { cwd });
+  processes.push(p);
+  return p;
+}
+afterAll(async () => {
+  for (const p of processes) p.child.kill('SIGKILL');
+  await Promise.all(processes.map((p) => exited(p.child)));
+  // A failed test may leave a redis-server behind: stop every one serving our temp dirs.
+  for (const root of roots) {
+    for (const dir of [
+      join(root, 'var', 'cfg', 'redis'),
+      join(root, 'var', 'cfg-a', 'redis'),
+      join(root, 'var', 'cfg-b', 'redis'),
+    ]) {
+      for (const pid of redisServersServing(dir)) process.kill(pid, 'SIGKILL');
+    }
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+function home() {
+  const root = tempDir('ripple-home');
+  roots.push(root);
+  return root;
+}
+
+async function api(url: string) {
+  const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+  return {
+    async send(username: string) {
+      const payload = JSON.stringify(passwordChanged(username));
+      const res = await fetch(`${url}/v1/events`, {
+        method: 'POST',
+        body: payload,
+        headers: signedHeaders(payload, { id: `evt_${randomUUID()}` }),
+      });
+      expect(res.status).toBe(202);
+      return ((await res.json()) as { eventId: string }).eventId;
+    },
+    async status(id: string) {
+      return (await (await fetch(`${url}/v1/events/${id}`, { headers: auth })).json()) as {
         state: string;
         apps: { app: string; state: string }[];
-      }>;
+      };
+    },
+    /** The event once planned. */
+    async planned(id: string) {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const s = await this.status(id);
+        if (s.apps.length > 0 || Date.now() > deadline) return s;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async propagation(username: string) {
+      return fetch(`${url}/v1/users/${username}/propagation`, { headers: auth });
+    },
+    async metrics() {
+      return (await fetch(`${url}/metrics`, { headers: auth })).text();
+    },
+  };
+}
 
-    const first = await spawnRipple(['start'], env, { cwd });
-    let eventId = '';
-    try {
-      expect(first.output()).toMatch(/started embedded redis-server/);
-      const sent = await runCli(['emit', '--user', 'alice', '--url', url], { RIPPLE_CONFIG: configDir });
-      expect(sent.code).toBe(0);
-      eventId = JSON.parse(sent.stdout.replace(/^HTTP 202 /, '')).eventId;
-      expect((await status(eventId)).apps).toEqual([
-        expect.objectContaining({ app: 'much-later', state: 'scheduled' }),
-      ]);
-    } finally {
-      first.child.kill('SIGTERM');
-    }
-    expect(await exited(first.child)).toBe(0);
-    // Its Redis stopped with it.
-    const redisPort = Number(/redis:\/\/127\.0\.0\.1:(\d+)/.exec(first.output())?.[1]);
-    expect(await canConnect(redisPort)).toBe(false);
-    expect(existsSync(join(cwd, 'var', 'redis', 'appendonlydir'))).toBe(true);
+describe('ripple start without REDIS_URL', () => {
+  it('after kill -9 the next start adopts the redis-server left behind (never a second one) and pending work survives; the last Ripple to stop stops it', async () => {
+    const root = home();
+    const configDir = writeConfig(
+      [webhookApp('much-later', 'http://127.0.0.1:9/hook', { delay: '1h' })],
+      {},
+      join(root, 'cfg'),
+    );
+    const dataDir = join(root, 'var', 'cfg', 'redis');
+    const port = await freePort();
+    const env = { RIPPLE_CONFIG: configDir, REDIS_URL: '', RIPPLE_DATA_DIR: '', PORT: String(port) };
+    const http = await api(`http://127.0.0.1:${port}`);
 
-    const second = await spawnRipple(['start'], env, { cwd });
+    const first = await start(env, root);
+    const eventId = await http.send('alice');
+    expect((await http.planned(eventId)).apps).toEqual([
+      expect.objectContaining({ app: 'much-later', state: 'scheduled' }),
+    ]);
+    const [orphan] = redisServersServing(dataDir);
+    expect(orphan).toBeGreaterThan(0);
+    first.child.kill('SIGKILL');
+    await exited(first.child);
+    // Nothing stops a child when its parent is killed: the redis-server is still there, alone.
+    expect(redisServersServing(dataDir)).toEqual([orphan]);
+
+    const second = await start(env, root);
     try {
-      const s = await status(eventId);
+      expect(redisServersServing(dataDir)).toEqual([orphan]);
+      expect(second.output()).toMatch(/adopted the embedded redis-server/);
+      const s = await http.status(eventId);
       expect(s.state).toBe('scheduled');
-      expect(s.apps).toEqual([expect.objectContaining({ app: 'much-later', state: 'scheduled' })]);
-      // The delayed job itself survived too, not only its status row.
-      const metrics = await (
-        await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
-      ).text();
-      expect(metrics).toContain('ripple_queue_jobs{queue="deliver-webhook",state="delayed"} 1');
+      expect(await http.metrics()).toContain('ripple_queue_jobs{queue="deliver-webhook",state="delayed"} 1');
+      // The appendonly file is the one AOF, fsynced on every write by default.
+      const redis = new Redis(join(dataDir, 'redis.sock'));
+      expect(await redis.config('GET', 'appendfsync')).toEqual(['appendfsync', 'always']);
+      redis.disconnect();
+
+      // probe takes the same path: it shares the running server and leaves it to the Ripple using it.
+      const probe = await runCli(['probe'], env);
+      expect(probe.stdout).toMatch(/much-later\s+NO/);
+      expect(redisServersServing(dataDir)).toEqual([orphan]);
+      expect((await http.status(eventId)).state).toBe('scheduled');
     } finally {
       second.child.kill('SIGTERM');
       expect(await exited(second.child)).toBe(0);
+    }
+    expect(redisServersServing(dataDir)).toEqual([]);
+    expect(existsSync(join(dataDir, 'appendonlydir'))).toBe(true);
+  });
+
+  it('keeps each config’s data beside it: two configs run from one directory never see each other’s events, and work left for a removed app is reported at start', async () => {
+    const root = home();
+    const a = writeConfig([webhookApp('app-a', 'http://127.0.0.1:9/hook', { delay: '1h' })], {}, join(root, 'cfg-a'));
+    const b = writeConfig(
+      [webhookApp('app-b', 'http://127.0.0.1:9/hook', { delay: '1h' })],
+      { redis: { durability: 'everysec' } },
+      join(root, 'cfg-b'),
+    );
+    const [portA, portB] = [await freePort(), await freePort()];
+    const envA = { RIPPLE_CONFIG: a, REDIS_URL: '', RIPPLE_DATA_DIR: '', PORT: String(portA) };
+    const envB = { RIPPLE_CONFIG: b, REDIS_URL: '', RIPPLE_DATA_DIR: '', PORT: String(portB) };
+    const httpA = await api(`http://127.0.0.1:${portA}`);
+    const httpB = await api(`http://127.0.0.1:${portB}`);
+    const ripA = await start(envA, root);
+    let ripB = await start(envB, root);
+    try {
+      await httpA.send('alice');
+      expect((await httpB.propagation('alice')).status).toBe(404);
+      const dirA = join(root, 'var', 'cfg-a', 'redis');
+      const dirB = join(root, 'var', 'cfg-b', 'redis');
+      expect(redisServersServing(dirA)).toHaveLength(1);
+      expect(redisServersServing(dirB)).toHaveLength(1);
+      const redisB = new Redis(join(dirB, 'redis.sock'));
+      expect(await redisB.config('GET', 'appendfsync')).toEqual(['appendfsync', 'everysec']);
+      redisB.disconnect();
+
+      // Pointing another config at A's data is refused, naming the owner.
+      const borrowed = await runCli(['start'], { ...envB, RIPPLE_DATA_DIR: dirA, PORT: String(await freePort()) });
+      expect(borrowed.code).toBe(1);
+      expect(borrowed.stderr).toContain(`${dirA} holds the embedded Redis of config ${a}`);
+
+      // B's app is removed while an event still waits for it: the next start says so.
+      await httpB.planned(await httpB.send('bob'));
+      ripB.child.kill('SIGTERM');
+      expect(await exited(ripB.child)).toBe(0);
+      unlinkSync(join(b, 'apps', 'app-b.yaml'));
+      writeConfig([webhookApp('app-c', 'http://127.0.0.1:9/hook')], { redis: { durability: 'everysec' } }, b);
+      ripB = await start(envB, root);
+      expect(ripB.output()).toMatch(/"app":"app-b","kind":"webhook","jobs":1.*no longer in the config/);
+    } finally {
+      ripA.child.kill('SIGTERM');
+      ripB.child.kill('SIGTERM');
+      await Promise.all([exited(ripA.child), exited(ripB.child)]);
     }
   });
 });

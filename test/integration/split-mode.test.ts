@@ -1,0 +1,51 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EmbeddedRedis } from '../../src/redis/embedded.js';
+import { exited, runCli, spawnRipple } from '../support/cli.js';
+import { startTestRedis, webhookApp, writeConfig } from '../support/ripple.js';
+
+let redis: EmbeddedRedis;
+beforeAll(async () => {
+  redis = await startTestRedis();
+});
+afterAll(async () => {
+  await redis?.stop();
+});
+
+const ldapApp = {
+  id: 'corp-ldap',
+  kind: 'ldap',
+  ldap: {
+    url: 'ldap://127.0.0.1:1',
+    bindDN: 'cn=ripple,dc=example,dc=org',
+    bindPassword: 'not-used-here',
+    userDN: 'uid={username},dc=example,dc=org',
+  },
+};
+
+describe('split mode (serve and worker processes)', () => {
+  it.each([['serve'], ['worker']])(
+    'ripple %s without REDIS_URL refuses to start, naming REDIS_URL',
+    async (command) => {
+      const dir = writeConfig([webhookApp('audit', 'http://127.0.0.1:9/hook')]);
+      const res = await runCli([command], { RIPPLE_CONFIG: dir, REDIS_URL: '' });
+      expect(res.code).toBe(1);
+      expect(res.stderr).toMatch(/needs a shared Redis: set REDIS_URL/);
+      expect(res.stderr).toMatch(/ripple start/);
+    },
+  );
+
+  it('worker --kind webhook runs and reports only the webhook kind', async () => {
+    const dir = writeConfig([webhookApp('audit', 'http://127.0.0.1:9/hook'), ldapApp], { redis: { prefix: 'split' } });
+    const worker = await spawnRipple(['worker', '--kind', 'webhook'], { RIPPLE_CONFIG: dir, REDIS_URL: redis.url });
+    try {
+      const up = worker
+        .output()
+        .split('\n')
+        .find((l) => /ripple worker is up/.test(l));
+      expect(JSON.parse(up ?? '{}')).toMatchObject({ kinds: ['webhook'] });
+    } finally {
+      worker.child.kill('SIGTERM');
+      expect(await exited(worker.child)).toBe(0);
+    }
+  });
+});
