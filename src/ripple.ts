@@ -139,6 +139,8 @@ export class Ripple {
     };
     const engine = engineOn(redis);
     const httpEngine = engineOn(requests);
+    // Ingest deadlines are checked by Redis's clock.
+    await httpEngine.store.syncClock();
     let targets: Map<string, Target>;
     try {
       targets = createTargets(apps, engine.services);

@@ -3,6 +3,7 @@ import { Webhook, WebhookVerificationError } from 'standardwebhooks';
 import { invalidRequest, refusal } from '../api/refusal.js';
 import { formatDuration } from '../config/duration.js';
 import { EVENT_ID, type EventMeta, eventBodySchema } from '../events/event.js';
+import { REQUEST_REDIS_TIMEOUT_MS } from '../redis/connections.js';
 import type { Engine } from '../runtime/engine.js';
 import { planJobId } from '../runtime/queues.js';
 
@@ -11,7 +12,7 @@ export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 const OCCURRED_LATER = "is more than 5 minutes after the time Ripple received it (check the sender's clock)";
 
 export interface IngestAnswer {
-  status: 202 | 400 | 401 | 409;
+  status: 202 | 400 | 401 | 409 | 503;
   body: Record<string, unknown>;
 }
 
@@ -56,6 +57,8 @@ export async function ingestEvent(
   now = new Date(),
   /** Aborted when the sender has gone or its deadline passed: nothing more is written from then on. */
   signal?: AbortSignal,
+  /** When the caller gives up (this process's clock): Redis records nothing after it. */
+  deadlineMs?: number,
 ): Promise<IngestAnswer> {
   const header = (name: string) => {
     const v = headers[name];
@@ -125,7 +128,20 @@ export async function ingestEvent(
   };
   const sealed = body.credential ? engine.vault.sealFor(eventId, body.credential.password) : undefined;
   signal?.throwIfAborted();
-  const created = await engine.store.createEvent(meta, sealed);
+  // Redis refuses the write itself once we have stopped waiting for it (a command timeout answers
+  // 503), a little before, so that a write it still makes is answered in time.
+  const commandDeadline = Date.now() + REQUEST_REDIS_TIMEOUT_MS - 250;
+  const created = await engine.store.createEvent(
+    meta,
+    sealed,
+    Math.min(deadlineMs ?? commandDeadline, commandDeadline),
+  );
+  if (created === 'expired') {
+    return {
+      status: 503,
+      body: { error: 'unavailable', message: 'Redis answered too late; nothing was accepted, try again' },
+    };
+  }
   if (created === 'conflict') {
     engine.metrics.eventsReceived.inc({ outcome: 'conflict' });
     return refuse(409, 'event_id_conflict', `event ${eventId} was already received with a different body`);

@@ -39,7 +39,15 @@ export async function ingestRoutes(app: FastifyInstance, opts: { engine: Engine 
     });
     try {
       const answer = await Promise.race([
-        ingestEvent(engine, verifier, req.body, req.headers, new Date(), abandoned.signal),
+        ingestEvent(
+          engine,
+          verifier,
+          req.body,
+          req.headers,
+          new Date(),
+          abandoned.signal,
+          Date.now() + INGEST_DEADLINE_MS,
+        ),
         timedOut,
       ]);
       if (answer === 'deadline') {

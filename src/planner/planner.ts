@@ -7,7 +7,7 @@ import {
   resolveDependents,
   settleCredential,
 } from '../runtime/engine.js';
-import { deliveryJobId, EVENTS_QUEUE, type PlanJob } from '../runtime/queues.js';
+import { deliveryJobId, EVENTS_QUEUE, type PlanJob, planJobId } from '../runtime/queues.js';
 import type { AppRow } from '../status/model.js';
 import { planPropagation } from './plan.js';
 
@@ -103,13 +103,41 @@ async function supersede(
   }
 }
 
-/** The events-queue worker: plans each received event. */
+/** How old an event recorded but never queued must be before the janitor drops it. */
+export const UNQUEUED_GRACE_MS = 60_000;
+
+/**
+ * Drops events that were recorded but never queued: Redis failed between ingest's two steps, so
+ * their callers were answered 503 ("nothing was accepted"). A caller that sends again within the
+ * grace gets its event queued as usual.
+ */
+export async function dropUnqueued(engine: Engine, graceMs = UNQUEUED_GRACE_MS): Promise<string[]> {
+  const { ids, before } = await engine.store.unqueuedSince(graceMs);
+  const dropped: string[] = [];
+  for (const id of ids) {
+    if (await engine.queues.events.getJob(planJobId(id))) continue; // queued: the planner gets to it
+    if (!(await engine.store.dropUnqueued(id, before))) continue;
+    dropped.push(id);
+    engine.log.warn(
+      { eventId: id },
+      'dropped an event that was recorded but never queued (its sender was answered 503: nothing accepted)',
+    );
+  }
+  return dropped;
+}
+
+/** The events-queue worker: plans each received event, and now and then drops events never queued. */
 export function startPlanner(engine: Engine, concurrency = 20): Worker<PlanJob> {
   const worker = new Worker<PlanJob>(EVENTS_QUEUE, async (job) => planEvent(engine, job.data.eventId), {
     connection: engine.redis,
     prefix: engine.prefix,
     concurrency,
   });
+  const janitor = setInterval(() => {
+    dropUnqueued(engine).catch((err: unknown) => engine.log.debug({ err }, 'could not look for unqueued events'));
+  }, UNQUEUED_GRACE_MS / 2);
+  janitor.unref();
+  worker.once('closing', () => clearInterval(janitor));
   worker.on('failed', (job, err) =>
     engine.log.error({ eventId: job?.data.eventId, err }, 'planning failed; it will be retried'),
   );

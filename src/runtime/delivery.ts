@@ -80,15 +80,7 @@ async function processDelivery(
   const jobId = job.id ?? deliveryJobId(eventId, appId);
   const app = engine.apps.get(appId);
   const target = targets.get(appId);
-  if (!app || !target) {
-    const row = await engine.store.patchIf(eventId, appId, ['scheduled', 'retrying', 'active'], {
-      state: 'failed',
-      finishedAt: Date.now(),
-      lastError: `app "${appId}" is no longer configured (or disabled) in this worker`,
-    });
-    if (row) logTransition(engine, eventId, appId, row);
-    throw new DeadLetterError(`app ${appId} not configured`);
-  }
+  if (!app || !target) return notConfigured(engine, job, token);
   const startedAt = Date.now();
   const gate = await engine.store.begin({
     eventId,
@@ -190,6 +182,36 @@ async function processDelivery(
   if (row) logTransition(engine, eventId, appId, row);
   await resolveDependents(engine, eventId, appId, username);
   if (adapterFor(app.kind).needsCredential) await settleCredential(engine, eventId);
+}
+
+/** How long a job for an app this process does not know waits for a process that does (rolling deploys). */
+export const UNKNOWN_APP_GRACE_MS = 5 * 60_000;
+
+/**
+ * A job for an app this process's config does not have (removed, disabled) or not yet (a newer
+ * config rolling out). For a while it is put back for another worker; then the row is `skipped`,
+ * saying so, its dependents are settled and the job completes — not a dead letter to retry.
+ */
+async function notConfigured(engine: Engine, job: Job<DeliveryJob>, token: string | undefined): Promise<void> {
+  const { eventId, username } = job.data;
+  const appId = job.name;
+  const row = await engine.store.getRow(eventId, appId);
+  if (!row) return;
+  if (Date.now() - row.dueAt < UNKNOWN_APP_GRACE_MS) {
+    await job.moveToDelayed(Date.now() + 30_000, token);
+    throw new DelayedError();
+  }
+  const listed = engine.config.apps.some((a) => a.id === appId);
+  const skipped = await engine.store.patchIf(eventId, appId, ['scheduled', 'retrying', 'active'], {
+    state: 'skipped',
+    blockedBy: null,
+    finishedAt: Date.now(),
+    lastError: `not run: app "${appId}" ${listed ? 'is disabled in' : 'was removed from'} the config (noticed ${new Date().toISOString()})`,
+  });
+  if (!skipped) return;
+  logTransition(engine, eventId, appId, skipped);
+  await resolveDependents(engine, eventId, appId, username);
+  if (adapterFor(skipped.kind).needsCredential) await settleCredential(engine, eventId);
 }
 
 /**

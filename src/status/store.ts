@@ -81,22 +81,71 @@ export class StatusStore {
     return [`${this.prefix}:rate:${app}`, `${this.prefix}:rate:${app}:reserved`];
   }
 
-  /** Records the event and, atomically with it, its sealed credential (see Vault.sealFor). */
+  /**
+   * Records the event and, atomically with it, its sealed credential (see Vault.sealFor). With
+   * `deadlineMs` (this process's clock) Redis writes nothing once it has passed: a caller that
+   * was answered 503 is never recorded later by a Redis that was frozen.
+   */
   createEvent(
     meta: EventMeta,
     credential: { key: string; sealed: string; ttlMs: number } | undefined,
-  ): Promise<'created' | 'same' | 'conflict'> {
+    deadlineMs?: number,
+  ): Promise<'created' | 'same' | 'conflict' | 'expired'> {
     return this.run(
       'create-event',
       this.eventKey(meta.id),
       credential?.key ?? `${this.prefix}:vault:${meta.id}`,
       `${this.prefix}:seq`,
+      this.unqueuedKey,
       JSON.stringify(meta),
       meta.bodyHash,
       this.retentionMs,
       credential?.sealed ?? '',
       Math.round(credential?.ttlMs ?? 0),
-    ) as Promise<'created' | 'same' | 'conflict'>;
+      deadlineMs === undefined ? '' : Math.round(deadlineMs + this.clockOffsetMs),
+      meta.id,
+    ) as Promise<'created' | 'same' | 'conflict' | 'expired'>;
+  }
+
+  /** How far Redis's clock is ahead of this process's (deadlines are checked by Redis). */
+  private clockOffsetMs = 0;
+
+  /** Measures the offset between this process's clock and Redis's (at start-up). */
+  async syncClock(): Promise<void> {
+    const before = Date.now();
+    const [seconds, micros] = await this.redis.time();
+    const after = Date.now();
+    this.clockOffsetMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - (before + after) / 2;
+  }
+
+  private get unqueuedKey(): string {
+    return `${this.prefix}:unqueued`;
+  }
+
+  /**
+   * Events recorded more than `olderThanMs` ago and still not planned (at most `limit`), with the
+   * cut-off (Redis clock) to hand back to `dropUnqueued`.
+   */
+  async unqueuedSince(olderThanMs: number, limit = 100): Promise<{ ids: string[]; before: number }> {
+    const [seconds, micros] = await this.redis.time();
+    const before = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - olderThanMs;
+    return { ids: await this.redis.zrangebyscore(this.unqueuedKey, '-inf', before, 'LIMIT', 0, limit), before };
+  }
+
+  /**
+   * Drops an event that was recorded but never queued (its caller was answered 503), with its
+   * credential — unless it was planned, or recorded again after `before`, meanwhile.
+   */
+  async dropUnqueued(id: string, before: number): Promise<boolean> {
+    const dropped = await this.run(
+      'drop-unqueued',
+      this.eventKey(id),
+      `${this.prefix}:vault:${id}`,
+      this.unqueuedKey,
+      id,
+      before,
+    );
+    return dropped === 1;
   }
 
   async getEvent(id: string): Promise<StoredEvent | undefined> {
@@ -133,6 +182,7 @@ export class StatusStore {
       'plan-event',
       this.eventKey(event.id),
       this.userKey(event.username),
+      this.unqueuedKey,
       event.id,
       event.occurredAtMs,
       this.retentionMs,

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dropUnqueued } from '../../src/planner/planner.js';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import {
   OLD_WEBHOOK_SECRET,
@@ -189,5 +190,36 @@ describe('admin routes', () => {
     const ready = await t.http.inject({ url: '/readyz' });
     expect(ready.statusCode).toBe(200);
     expect(ready.json()).toMatchObject({ redis: 'ok', config: 'loaded' });
+  });
+});
+
+describe('an event recorded but never queued (Redis failed between ingest steps)', () => {
+  it('is dropped by the janitor with its credential, while queued, retried and planned events stay', async () => {
+    const { store, vault, queues } = t.ripple.engine;
+    const meta = (id: string) => ({
+      id,
+      type: 'password.changed' as const,
+      occurredAt: new Date().toISOString(),
+      receivedAt: new Date().toISOString(),
+      source: 'test',
+      user: { id: 'u-j', username: 'janet', groups: [] },
+      bodyHash: `hash-${id}`,
+      hasCredential: true,
+    });
+    // Recorded, then the process (or Redis) failed before the plan job was added: the sender got 503.
+    expect(await store.createEvent(meta('evt_orphan'), vault.sealFor('evt_orphan', 'Orphan-pw-1'))).toBe('created');
+    // Accepted normally (queued; this test's planner is off).
+    expect((await t.send(passwordChanged('janet'), { id: 'evt_queued' })).status).toBe(202);
+    // Too late for Redis: refused before anything is written.
+    expect(await store.createEvent(meta('evt_late'), undefined, Date.now() - 1_000)).toBe('expired');
+    expect(await store.getEvent('evt_late')).toBeUndefined();
+
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await dropUnqueued(t.ripple.engine, 10)).toEqual(['evt_orphan']);
+    expect(await store.getEvent('evt_orphan')).toBeUndefined();
+    expect(await vault.has('evt_orphan')).toBe(false);
+    expect(await store.getEvent('evt_queued')).toBeDefined();
+    expect(await queues.events.getJob('plan.evt_queued')).toBeDefined();
+    expect(t.logs.some((l) => l.eventId === 'evt_orphan' && /never queued/.test(String(l.msg)))).toBe(true);
   });
 });

@@ -286,6 +286,30 @@ describe('a failure outside the adapter', () => {
   });
 });
 
+describe('an app removed from the config', () => {
+  it('its pending work is skipped saying so (after a grace for rolling deploys), not dead-lettered', async () => {
+    const rx = await receiver();
+    const prefix = `removed${Date.now()}`;
+    const before = await ripple({
+      apps: [webhookApp('gone-app', rx.url), webhookApp('kept', rx.url)],
+      prefix,
+      workers: false,
+    });
+    const sent = await before.send(passwordChanged('yann'));
+    const id = String(sent.json.eventId);
+    await before.waitFor('planned', async () => row(await before.status(id), 'gone-app').state === 'scheduled');
+    // Due longer ago than the grace: no worker that knows the app is coming.
+    await before.ripple.engine.store.patchIf(id, 'gone-app', ['scheduled'], { dueAt: Date.now() - 6 * 60_000 });
+    await before.close();
+    const after = await ripple({ apps: [webhookApp('kept', rx.url)], prefix });
+    const s = await after.waitForEvent(id, ['done']);
+    expect(row(s, 'gone-app')).toMatchObject({ state: 'skipped' });
+    expect(row(s, 'gone-app').lastError).toMatch(/^not run: app "gone-app" was removed from the config \(noticed /);
+    expect(await after.ripple.engine.queues.delivery.get('webhook')?.getFailedCount()).toBe(0);
+    expect(rx.requests.map((r) => carried(r).app)).toEqual(['kept']);
+  });
+});
+
 describe('assign', () => {
   it('users: [alice] covers Alice: usernames compare without case', async () => {
     const rx = await receiver();

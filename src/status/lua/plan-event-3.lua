@@ -6,6 +6,7 @@
 
   KEYS[1] event hash
   KEYS[2] user hash            (<prefix>:user:<username lowercased>; app -> rank, _latest -> rank)
+  KEYS[3] events not yet queued (see create-event): planned, so no longer a candidate to drop
 
   ARGV[1] event id
   ARGV[2] occurredAt, epoch ms
@@ -25,6 +26,7 @@ local id, at = ARGV[1], tonumber(ARGV[2])
 local seq = tonumber(redis.call('HGET', ev, '_seq') or '0')
 local mine = ARGV[2] .. '|' .. seq .. '|' .. id
 local out = {}
+redis.call('ZREM', KEYS[3], id)
 
 if redis.call('HEXISTS', ev, '_planned') == 1 then
   local supersedes = cjson.decode(redis.call('HGET', ev, '_supersedes') or '{}')

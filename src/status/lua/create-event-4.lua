@@ -1,0 +1,44 @@
+--[[
+  Records a received event, and seals its credential in the same step.
+
+  KEYS[1] event hash            (<prefix>:ev:<id>)
+  KEYS[2] vault entry           (<prefix>:vault:<id>)
+  KEYS[3] arrival sequence      (<prefix>:seq)
+  KEYS[4] events not yet queued (<prefix>:unqueued, zset: event id -> when recorded; planning
+                                 takes an event out, a janitor drops those never queued)
+
+  ARGV[1] event meta (JSON)
+  ARGV[2] sha256 of the body
+  ARGV[3] status retention, ms
+  ARGV[4] sealed credential, or ''
+  ARGV[5] vault ttl, ms
+  ARGV[6] deadline in epoch ms of the Redis clock, or '': the request's caller gives up then
+  ARGV[7] event id
+
+  Returns:
+  - 'created'
+  - 'same': the same id and body again; nothing changes, except that a repeat before the plan
+    ran restores a missing credential (after planning a wiped credential stays wiped)
+  - 'conflict': the same id with another body
+  - 'expired': run after the deadline (by a Redis that was frozen or very slow): nothing is
+    written, since the caller was already told that nothing was accepted
+  A new event takes the next arrival number (`_seq`), which breaks ties between changes with
+  the same occurredAt.
+]]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+if ARGV[6] ~= '' and now > tonumber(ARGV[6]) then return 'expired' end
+local existing = redis.call('HGET', KEYS[1], '_meta')
+if existing then
+  if cjson.decode(existing).bodyHash ~= ARGV[2] then return 'conflict' end
+  if redis.call('HEXISTS', KEYS[1], '_planned') == 0 then
+    if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5], 'NX') end
+    redis.call('ZADD', KEYS[4], now, ARGV[7]) -- a retry: not a candidate to drop for a while
+  end
+  return 'same'
+end
+redis.call('HSET', KEYS[1], '_meta', ARGV[1], '_seq', redis.call('INCR', KEYS[3]))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[4], now, ARGV[7])
+if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
+return 'created'
