@@ -14,6 +14,7 @@ afterAll(async () => {
 const ldapApp = {
   id: 'corp-ldap',
   kind: 'ldap',
+  retry: { attempts: 3 },
   ldap: {
     url: 'ldap://127.0.0.1:1',
     bindDN: 'cn=ripple,dc=example,dc=org',

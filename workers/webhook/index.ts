@@ -15,6 +15,8 @@ const settings = z
     headers: z.record(z.string(), z.string()).default({}),
   })
   .superRefine((s, ctx) => {
+    // Refinements run even when `url` itself was refused (reported above).
+    if (!URL.canParse(s.url)) return;
     const url = new URL(s.url);
     const hasAuthHeader = Object.keys(s.headers).some((h) => h.toLowerCase() === 'authorization');
     if ((url.username || url.password) && hasAuthHeader) {
