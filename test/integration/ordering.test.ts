@@ -1,15 +1,11 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { EmbeddedRedis } from '../../src/redis/embedded.js';
+import { describe, expect, it } from 'vitest';
 import { deliveryJobId } from '../../src/runtime/queues.js';
 import {
   ADMIN_TOKEN,
   type EventStatus,
   passwordChanged,
   type ReceivedRequest,
-  startReceiver,
-  startRipple,
-  startTestRedis,
-  type TestRipple,
+  ripplesPerTest,
   webhookApp,
 } from '../support/ripple.js';
 
@@ -17,28 +13,7 @@ import {
  * The ordering guarantees, each tried against the input that used to break it: the newest
  * change wins at every target, whatever the clocks, arrival order, timeouts, retries or crashes.
  */
-let redis: EmbeddedRedis;
-const cleanups: (() => Promise<void>)[] = [];
-beforeAll(async () => {
-  redis = await startTestRedis();
-});
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()?.();
-});
-afterAll(async () => {
-  await redis?.stop();
-});
-
-async function receiver(...args: Parameters<typeof startReceiver>) {
-  const r = await startReceiver(...args);
-  cleanups.push(r.close);
-  return r;
-}
-async function ripple(opts: Omit<Parameters<typeof startRipple>[0], 'redisUrl'>): Promise<TestRipple> {
-  const t = await startRipple({ redisUrl: redis.url, ...opts });
-  cleanups.unshift(t.close);
-  return t;
-}
+const { receiver, ripple } = ripplesPerTest();
 const row = (s: EventStatus, app: string) => {
   const found = s.apps.find((a) => a.app === app);
   if (!found) throw new Error(`no row for ${app} in ${JSON.stringify(s.apps)}`);

@@ -1,41 +1,15 @@
 import { Webhook } from 'standardwebhooks';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { EmbeddedRedis } from '../../src/redis/embedded.js';
+import { describe, expect, it } from 'vitest';
 import {
   ADMIN_TOKEN,
   type EventStatus,
   passwordChanged,
   RECEIVER_SECRET,
-  startReceiver,
-  startRipple,
-  startTestRedis,
-  type TestRipple,
+  ripplesPerTest,
   webhookApp,
 } from '../support/ripple.js';
 
-let redis: EmbeddedRedis;
-const cleanups: (() => Promise<void>)[] = [];
-
-beforeAll(async () => {
-  redis = await startTestRedis();
-});
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()?.();
-});
-afterAll(async () => {
-  await redis?.stop();
-});
-
-async function receiver(...args: Parameters<typeof startReceiver>) {
-  const r = await startReceiver(...args);
-  cleanups.push(r.close);
-  return r;
-}
-async function ripple(opts: Omit<Parameters<typeof startRipple>[0], 'redisUrl'>): Promise<TestRipple> {
-  const t = await startRipple({ redisUrl: redis.url, ...opts });
-  cleanups.unshift(t.close);
-  return t;
-}
+const { receiver, ripple } = ripplesPerTest();
 const appOf = (s: EventStatus, id: string) => {
   const row = s.apps.find((a) => a.app === id);
   if (!row) throw new Error(`no row for ${id}`);

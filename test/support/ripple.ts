@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Webhook } from 'standardwebhooks';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { stringify } from 'yaml';
 import { createLogger } from '../../src/log.js';
 import { type EmbeddedRedis, startEmbeddedRedis } from '../../src/redis/embedded.js';
@@ -247,5 +248,39 @@ export async function startReceiver(
         server.closeAllConnections();
         server.close(() => res());
       }),
+  };
+}
+
+/**
+ * For a test file: one private Redis for the file, and receivers and Ripples (each with its own
+ * key prefix) that are closed after each test. Call at the top level of the file.
+ */
+export function ripplesPerTest() {
+  let redis: EmbeddedRedis | undefined;
+  const cleanups: (() => Promise<void>)[] = [];
+  beforeAll(async () => {
+    redis = await startTestRedis();
+  });
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()?.();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+  const url = () => {
+    if (!redis) throw new Error('ripplesPerTest: Redis is not started yet (use it inside a test)');
+    return redis.url;
+  };
+  return {
+    async receiver(...args: Parameters<typeof startReceiver>) {
+      const r = await startReceiver(...args);
+      cleanups.push(r.close);
+      return r;
+    },
+    async ripple(opts: Omit<Parameters<typeof startRipple>[0], 'redisUrl'>): Promise<TestRipple> {
+      const t = await startRipple({ redisUrl: url(), ...opts });
+      cleanups.unshift(t.close);
+      return t;
+    },
   };
 }
