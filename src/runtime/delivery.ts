@@ -117,7 +117,8 @@ async function processDelivery(
       throw new DelayedError();
   }
   const { meta, row: activeRow } = gate;
-  const attempt = activeRow.attempts;
+  // What the adapter sees: 1 on the first try, and again on the first try after an operator retry.
+  const attempt = activeRow.attempts - (activeRow.retryFrom ?? 0);
   engine.metrics.lateness.observe({ kind: app.kind }, Math.max(0, startedAt - activeRow.dueAt) / 1000);
   logTransition(engine, eventId, appId, activeRow);
 
