@@ -39,7 +39,7 @@ export interface DeliveryContext<S = unknown> {
   app: AppConfig<S>;
   event: PasswordChange;
   action: Action;
-  /** 1 on the first try. */
+  /** 1 on the first try, and on the first try after an operator retry. */
   attempt: number;
   /** Aborted when the app's `timeout` passes or the worker shuts down. */
   signal: AbortSignal;
