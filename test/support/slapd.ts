@@ -20,6 +20,12 @@ export interface Slapd {
   rootPassword: string;
   baseDN: string;
   peopleDN: string;
+  /**
+   * With `ppolicy: true`: a service account that may write `userPassword` and is not the rootdn
+   * (ppolicy does not apply to the rootdn), as a site would give Ripple.
+   */
+  serviceDN?: string;
+  servicePassword?: string;
   /** The CA that signed slapd's certificate (empty without TLS). */
   caPem: string;
   caFile: string;
@@ -58,8 +64,15 @@ function sshaForTest(password: string): string {
   return `{SSHA}${Buffer.concat([digest, salt]).toString('base64')}`;
 }
 
-/** Starts a private OpenLDAP slapd (foreground, owned by this process) from a generated slapd.conf. */
-export async function startSlapd(opts: { tls?: boolean } = {}): Promise<Slapd> {
+/** The password policy of `startSlapd({ ppolicy: true })`, as /work/shared/SERVERS.md describes a stock one. */
+export const PPOLICY = { minLength: 12, inHistory: 3, maxFailure: 5 } as const;
+
+/**
+ * Starts a private OpenLDAP slapd (foreground, owned by this process) from a generated slapd.conf.
+ * `ppolicy`: the password policy overlay (`pwdMinLength` 12, `pwdCheckQuality` 2, `pwdInHistory` 3,
+ * lockout after 5 failures) as the default policy, and a service account it applies to.
+ */
+export async function startSlapd(opts: { tls?: boolean; ppolicy?: boolean } = {}): Promise<Slapd> {
   const dir = await mkdtemp(join(tmpdir(), 'ripple-slapd-'));
   const dbDir = join(dir, 'db');
   await mkdir(dbDir);
@@ -67,6 +80,9 @@ export async function startSlapd(opts: { tls?: boolean } = {}): Promise<Slapd> {
   const rootDN = `cn=admin,${baseDN}`;
   const rootPassword = randomBytes(12).toString('hex');
   const peopleDN = `ou=people,${baseDN}`;
+  const serviceDN = `cn=ripple,ou=services,${baseDN}`;
+  const servicePassword = randomBytes(12).toString('hex');
+  const policyDN = `cn=default,ou=policies,${baseDN}`;
   const port = await freePort();
   const tlsPort = opts.tls ? await freePort() : undefined;
   const pki = opts.tls ? await createServerPki() : undefined;
@@ -79,6 +95,7 @@ export async function startSlapd(opts: { tls?: boolean } = {}): Promise<Slapd> {
     'modulepath /usr/lib/ldap',
     'moduleload back_mdb',
     'moduleload pw-sha2',
+    ...(opts.ppolicy ? ['moduleload ppolicy'] : []),
     `pidfile ${join(dir, 'slapd.pid')}`,
     `argsfile ${join(dir, 'slapd.args')}`,
     ...(pki
@@ -93,7 +110,8 @@ export async function startSlapd(opts: { tls?: boolean } = {}): Promise<Slapd> {
     `rootdn "${rootDN}"`,
     `rootpw ${rootPassword}`,
     `directory ${dbDir}`,
-    'access to attrs=userPassword by self write by anonymous auth by * none',
+    ...(opts.ppolicy ? ['overlay ppolicy', `ppolicy_default "${policyDN}"`, 'ppolicy_use_lockout'] : []),
+    `access to attrs=userPassword${opts.ppolicy ? ` by dn.exact="${serviceDN}" write` : ''} by self write by anonymous auth by * none`,
     'access to * by * read',
     '',
   ].join('\n');
@@ -112,6 +130,35 @@ export async function startSlapd(opts: { tls?: boolean } = {}): Promise<Slapd> {
       'objectClass: organizationalUnit',
       'ou: people',
       '',
+      ...(opts.ppolicy
+        ? [
+            `dn: ou=policies,${baseDN}`,
+            'objectClass: organizationalUnit',
+            'ou: policies',
+            '',
+            `dn: ${policyDN}`,
+            'objectClass: pwdPolicy',
+            'objectClass: device',
+            'cn: default',
+            'pwdAttribute: userPassword',
+            `pwdMinLength: ${PPOLICY.minLength}`,
+            'pwdCheckQuality: 2',
+            `pwdInHistory: ${PPOLICY.inHistory}`,
+            'pwdLockout: TRUE',
+            `pwdMaxFailure: ${PPOLICY.maxFailure}`,
+            '',
+            `dn: ou=services,${baseDN}`,
+            'objectClass: organizationalUnit',
+            'ou: services',
+            '',
+            `dn: ${serviceDN}`,
+            'objectClass: person',
+            'cn: ripple',
+            'sn: ripple',
+            `userPassword: ${servicePassword}`,
+            '',
+          ]
+        : []),
     ].join('\n'),
   );
   try {
@@ -157,6 +204,7 @@ export async function startSlapd(opts: { tls?: boolean } = {}): Promise<Slapd> {
     ...(ldapsUrl ? { ldapsUrl } : {}),
     rootDN,
     rootPassword,
+    ...(opts.ppolicy ? { serviceDN, servicePassword } : {}),
     baseDN,
     peopleDN,
     caPem: pki?.caPem ?? '',

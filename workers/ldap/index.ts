@@ -274,7 +274,65 @@ async function writePassword(client: Client, s: LdapSettings, dn: string, passwo
   );
 }
 
+/**
+ * Whether a simple bind as `dn` with `password` succeeds on this connection (which is then bound
+ * as the user, or anonymous): false on invalidCredentials (49), any other failure thrown.
+ */
+async function bindsAs(client: Client, dn: string, password: string): Promise<boolean> {
+  try {
+    await client.bind(dn, password);
+    return true;
+  } catch (err) {
+    if (err instanceof ResultCodeError && err.code === 49) return false;
+    throw classifyLdapError(err, `bind as ${dn} with the new password`);
+  }
+}
+
+type Written = { skip: string } | { dn: string; alreadySet?: string };
+
 function createTarget(s: LdapSettings, timeoutMs: number) {
+  const how = s.passwordWrite === 'passwordModify' ? 'password modify' : `${s.passwordWrite} replace`;
+
+  /**
+   * Binds as the service, finds the user and writes the password, unless it is set already.
+   * A retry may follow a write that took effect although its answer was lost, or a verify that
+   * reached a lagging replica; a directory with a password policy (pwdInHistory) then refuses the
+   * same password again with constraintViolation (19). So, when Ripple may bind as the user
+   * (`verify`), a retry first binds with the new password, and a first try that is refused binds
+   * before failing: if it binds, the directory holds it and the app is done. A failed bind counts
+   * towards a lockout policy, which is why a first try does not check before writing.
+   */
+  async function write(client: Client, ctx: DeliveryContext, password: string): Promise<Written> {
+    const serviceBind = () => step(`bind as ${s.bindDN}`, () => client.bind(s.bindDN, s.bindPassword));
+    await serviceBind();
+    const user = await resolveUser(client, s, ctx);
+    if ('skip' in user) return user;
+    const checkFirst = s.verify && ctx.attempt > 1;
+    if (checkFirst) {
+      if (await bindsAs(client, user.dn, password)) {
+        return {
+          dn: user.dn,
+          alreadySet: 'the new password already binds (set by an earlier attempt); not written again',
+        };
+      }
+      await serviceBind();
+    }
+    try {
+      await writePassword(client, s, user.dn, password);
+    } catch (err) {
+      const refused = err instanceof DeliveryError && err.code === 'LDAP_CONSTRAINT_VIOLATION';
+      if (refused && s.verify && !checkFirst && (await bindsAs(client, user.dn, password).catch(() => false))) {
+        const why = err.cause instanceof ResultCodeError ? err.cause.message : err.message;
+        return {
+          dn: user.dn,
+          alreadySet: `the new password already binds; the directory refused setting it again (constraintViolation (19): ${why})`,
+        };
+      }
+      throw err;
+    }
+    return { dn: user.dn };
+  }
+
   return {
     async deliver(ctx: DeliveryContext): Promise<DeliveryResult> {
       const password = await ctx.credential();
@@ -284,31 +342,27 @@ function createTarget(s: LdapSettings, timeoutMs: number) {
           'the event carries no new password (credential.password), and kind ldap must set one',
         );
       }
-      const dn = await withClient(s, timeoutMs, ctx.signal, async (client) => {
-        await step(`bind as ${s.bindDN}`, () => client.bind(s.bindDN, s.bindPassword));
-        const user = await resolveUser(client, s, ctx);
-        if ('skip' in user) return user;
-        await writePassword(client, s, user.dn, password);
-        return user;
-      });
-      if ('skip' in dn) return { outcome: 'skipped', detail: dn.skip };
-      const how = s.passwordWrite === 'passwordModify' ? 'password modify' : `${s.passwordWrite} replace`;
-      if (!s.verify) return { outcome: 'done', detail: `${how} for ${dn.dn}` };
+      const written = await withClient(s, timeoutMs, ctx.signal, (client) => write(client, ctx, password));
+      if ('skip' in written) return { outcome: 'skipped', detail: written.skip };
+      const { dn } = written;
+      if (written.alreadySet)
+        return { outcome: 'done', detail: `password already set for ${dn}: ${written.alreadySet}` };
+      if (!s.verify) return { outcome: 'done', detail: `${how} for ${dn}` };
       await withClient(s, timeoutMs, ctx.signal, async (client) => {
         try {
-          await client.bind(dn.dn, password);
+          await client.bind(dn, password);
         } catch (err) {
           if (err instanceof ResultCodeError && err.code === 49) {
-            // Written but not yet effective (e.g. a replica behind a load balancer): write again later.
+            // Written but not yet effective (e.g. a replica behind a load balancer): try again later.
             throw new TransientDeliveryError(
               'LDAP_VERIFY_FAILED',
-              `verify: bind as ${dn.dn} with the new password failed: invalidCredentials (49)`,
+              `verify: bind as ${dn} with the new password failed: invalidCredentials (49)`,
             );
           }
-          throw classifyLdapError(err, `verify: bind as ${dn.dn}`);
+          throw classifyLdapError(err, `verify: bind as ${dn}`);
         }
       });
-      return { outcome: 'done', detail: `${how} for ${dn.dn}, verified by binding with the new password` };
+      return { outcome: 'done', detail: `${how} for ${dn}, verified by binding with the new password` };
     },
 
     async probe(signal: AbortSignal): Promise<ProbeResult> {
