@@ -1,6 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -11,9 +13,9 @@ import { selfSignedCertificate } from '../../src/signing/x509.js';
 import type { EngineServices } from '../../src/targets/adapter.js';
 import { samlAdapter } from '../../workers/saml/index.js';
 import { checkLogoutResponse } from '../../workers/saml/response.js';
-import { soapEnvelope } from '../../workers/saml/xml.js';
+import { soapEnvelope, soapFault } from '../../workers/saml/xml.js';
 import { type Pysaml2Sp, startPysaml2Sp } from '../support/pysaml2.js';
-import { startTestSp, type TestSp } from '../support/saml-sp.js';
+import { SP_LOGIN_TOKEN, startTestSp, type TestSp } from '../support/saml-sp.js';
 import {
   appConfig,
   deliveryContext,
@@ -25,6 +27,7 @@ import {
   startSigningServer,
   testSigningKeys,
 } from '../support/session-harness.js';
+import { deliveryFailure } from '../support/targets.js';
 import { startXmlsecSp, type XmlsecSp } from '../support/xmlsec-sp.js';
 
 let registry: RegistryHarness;
@@ -280,6 +283,36 @@ describe('kind: saml against a samlify service provider over SOAP', () => {
     expect(sp.sessions.has('idx-h1')).toBe(false);
   });
 
+  it('binding post: an answer without a LogoutResponse (a login page, a redirect to one) fails the app; the sessions stay recorded', async () => {
+    for (const mode of ['loginPage', 'loginRedirect'] as const) {
+      for (const requireSignedResponse of [false, true]) {
+        const { store, services, app, target } = setup({
+          sp: { metadata: './sp-metadata.xml', binding: 'post' },
+          requireSignedResponse,
+        });
+        const changedAt = new Date();
+        await session(store, 'kim', `idx-k-${mode}`, new Date(changedAt.getTime() - 1000));
+        sp.mode = mode;
+        try {
+          const err = await deliveryFailure(
+            target.deliver(deliveryContext(app, passwordChange(user('kim'), changedAt), services)),
+          );
+          expect(err, `${mode}, requireSignedResponse: ${requireSignedResponse}`).toBeInstanceOf(
+            PermanentDeliveryError,
+          );
+          expect(err.code).toBe('SAML_NO_LOGOUT_RESPONSE');
+          expect(err.message).toMatch(/logout not confirmed/);
+          expect(err.message).not.toContain(SP_LOGIN_TOKEN);
+          // Nothing confirmed the logout: the session stays for an operator's retry.
+          expect(await store.list('salesforce', 'kim')).toHaveLength(1);
+          expect(sp.sessions.get(`idx-k-${mode}`)).toBe('kim@example.org');
+        } finally {
+          sp.mode = 'ok';
+        }
+      }
+    }
+  });
+
   it('an SP that does not sign its LogoutResponse: accepted by default, refused with requireSignedResponse', async () => {
     const unsigned = await startTestSp({ idpMetadataUrl: `${ripple.issuer}/saml/metadata`, signResponses: false });
     try {
@@ -362,6 +395,46 @@ describe('kind: saml against a samlify service provider over SOAP', () => {
     const changed = await watched.target.probe(AbortSignal.timeout(5000));
     expect(changed).toMatchObject({ ok: false });
     expect(changed.detail).toMatch(/changed \(certificate\) since start-up/);
+  });
+
+  it('probe: an SLO URL with credentials and a token is probed with HTTP Basic auth, and shows neither', async () => {
+    const basic = `Basic ${Buffer.from('slo-user:S3cret-Pass-9931').toString('base64')}`;
+    const seen: (string | undefined)[] = [];
+    // An SLO endpoint behind Basic auth: an empty SOAP envelope gets a Client Fault, as from a live SP.
+    const server = createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      req.resume();
+      req.on('end', () => {
+        if (req.headers.authorization !== basic) return res.writeHead(401, { 'www-authenticate': 'Basic' }).end();
+        res.writeHead(500, { 'content-type': 'text/xml' }).end(soapFault('Client', 'no LogoutRequest in the Body'));
+      });
+    });
+    await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
+    const { port } = server.address() as AddressInfo;
+    const probe = (password: string) =>
+      setup({
+        sp: {
+          entityID: 'https://sp.example.org',
+          sloUrl: `http://slo-user:${password}@127.0.0.1:${port}/slo?api_token=tok-4e1f0a2b7c9d`,
+          binding: 'soap',
+        },
+        allowSubjectWide: true,
+      }).target.probe(AbortSignal.timeout(5000));
+    try {
+      const ok = await probe('S3cret-Pass-9931');
+      expect(ok).toMatchObject({ ok: true });
+      expect(ok.detail).toContain('SOAP Fault: endpoint alive');
+      expect(seen).toEqual([basic]);
+      const wrong = await probe('wrong-Pass-0000');
+      expect(wrong.ok).toBe(false);
+      expect(wrong.detail).toMatch(/HTTP 401/);
+      for (const detail of [ok.detail, wrong.detail]) {
+        expect(detail).toContain(`http://***@127.0.0.1:${port}/slo`);
+        expect(detail).not.toMatch(/S3cret-Pass-9931|wrong-Pass-0000|tok-4e1f0a2b7c9d/);
+      }
+    } finally {
+      server.close();
+    }
   });
 
   it('refuses bad settings at config load and start-up', () => {

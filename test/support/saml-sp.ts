@@ -25,7 +25,10 @@ export interface ReceivedLogout {
  * IdP metadata from `/saml/metadata`, verifies every LogoutRequest's XML signature
  * against it (samlify, real RSA check), ends the matching local sessions and answers a
  * SOAP 1.1 LogoutResponse, signed with its own key when `signResponses`.
- * `mode` makes it answer an error status, a partial logout or an HTTP 500.
+ * `mode` makes it answer an error status, a partial logout or an HTTP 500; on its HTTP-POST
+ * endpoint, `loginPage` and `loginRedirect` play an SP whose SLO endpoint wants a browser session:
+ * it ends nothing and answers with its login page (200) or a 302 to it (carrying
+ * `SP_LOGIN_TOKEN`, as some SPs put a session token in the login URL).
  */
 export interface TestSp {
   entityID: string;
@@ -36,9 +39,12 @@ export interface TestSp {
   sessions: Map<string, string>;
   received: ReceivedLogout[];
   refused: string[];
-  mode: 'ok' | 'requester' | 'responder' | 'partial' | 'http500' | 'wrongInResponseTo';
+  mode: 'ok' | 'requester' | 'responder' | 'partial' | 'http500' | 'wrongInResponseTo' | 'loginPage' | 'loginRedirect';
   stop(): Promise<void>;
 }
+
+/** The token a `loginRedirect` SP puts in its login URL: it must not show in any status row. */
+export const SP_LOGIN_TOKEN = 'st-8c1d9e2f7a6b40e1';
 
 export async function startTestSp(opts: {
   idpMetadataUrl: string;
@@ -164,6 +170,16 @@ export async function startTestSp(opts: {
       };
       try {
         if (req.method === 'POST' && req.url === '/slo-post') {
+          if (state.mode === 'loginPage') {
+            res.writeHead(200, { 'content-type': 'text/html' });
+            return res.end(
+              '<html><body><form method="post" action="/login">Sign in <input name="user"/></form></body></html>',
+            );
+          }
+          if (state.mode === 'loginRedirect') {
+            res.writeHead(302, { location: `${base}/login?next=%2Fslo-post&session_token=${SP_LOGIN_TOKEN}` });
+            return res.end();
+          }
           // HTTP-POST binding: answer with the auto-submitting form a browser would get.
           const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
           const answer = await handle(Buffer.from(form.get('SAMLRequest') ?? '', 'base64').toString('utf8'));

@@ -8,7 +8,8 @@ import type { SessionRecord } from '../../src/sessions/store.js';
 import { renderSubject } from '../../src/sessions/template.js';
 import { rippleIdentityProvider, SAML_BINDING } from '../../src/signing/metadata.js';
 import type { DeliveryContext, DeliveryResult, TargetAdapter } from '../../src/targets/adapter.js';
-import { describeFetchError, EXCERPT, excerpt, fetchTarget, httpStatusError } from '../../src/targets/http.js';
+import { excerpt, fetchTarget, httpStatusError } from '../../src/targets/http.js';
+import { redactSecrets } from '../../src/util/redact.js';
 import { logoutRequestXml } from './request.js';
 import { checkLogoutResponse, type LogoutOutcome } from './response.js';
 import { type SamlSettings, settings, spFromMetadata } from './settings.js';
@@ -126,7 +127,7 @@ export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
           );
         }
         if (content.kind === 'fault') {
-          const msg = `SOAP Fault ${content.code}: ${content.text.slice(0, EXCERPT)}`;
+          const msg = `SOAP Fault ${content.code}: ${excerpt(content.text)}`;
           if (/Server$/.test(content.code)) throw new TransientDeliveryError('SAML_SOAP_FAULT', msg);
           throw new PermanentDeliveryError('SAML_SOAP_FAULT', msg);
         }
@@ -146,18 +147,19 @@ export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
       if (res.status >= 300 && res.status < 400 && location) {
         await res.body?.cancel().catch(() => {});
         const encoded = new URL(location, s.sp.sloUrl).searchParams.get('SAMLResponse');
-        if (!encoded)
-          return { partial: true, detail: `redirected to ${location} without a LogoutResponse; logout not confirmed` };
-        return checkResponse(inflateRawSync(Buffer.from(encoded, 'base64')).toString('utf8'), request.id, false);
+        if (!encoded) throw noLogoutResponse(`HTTP ${res.status} redirect to ${location}`);
+        return checkResponse(decode(encoded, 'redirect'), request.id, false);
       }
       const text = await res.text().catch(() => '');
       if (!res.ok) httpFailure(res, text);
       const encoded =
         /name=["']SAMLResponse["'][^>]*value=["']([^"']+)["']/i.exec(text)?.[1] ??
         /value=["']([^"']+)["'][^>]*name=["']SAMLResponse["']/i.exec(text)?.[1];
-      if (!encoded)
-        return { partial: true, detail: `HTTP ${res.status} without a LogoutResponse; logout not confirmed` };
-      return checkResponse(Buffer.from(encoded, 'base64').toString('utf8'), request.id, true);
+      if (!encoded) {
+        const page = excerpt(text);
+        throw noLogoutResponse(`HTTP ${res.status}${page ? ` (${page})` : ''}`);
+      }
+      return checkResponse(decode(encoded, 'post'), request.id, true);
     }
 
     return {
@@ -237,33 +239,73 @@ export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
             return { ok: false, detail: errorMessage(err) };
           }
         }
-        const what = `${metadataNote}${s.sp.binding.toUpperCase()} SLO ${s.sp.sloUrl} of ${s.sp.entityID}`;
+        const what = `${metadataNote}${s.sp.binding.toUpperCase()} SLO ${redactSecrets(s.sp.sloUrl)} of ${s.sp.entityID}`;
         try {
           // An empty SOAP envelope (or form): a live endpoint answers (often with a Fault or 400) without logging anyone out.
-          const res = await fetch(s.sp.sloUrl, {
-            method: 'POST',
-            body: s.sp.binding === 'soap' ? soapEnvelope('') : '',
-            headers:
-              s.sp.binding === 'soap'
-                ? { 'content-type': 'text/xml; charset=utf-8', soapaction: `"${SOAP_ACTION}"` }
-                : { 'content-type': 'application/x-www-form-urlencoded' },
-            redirect: 'manual',
-            signal,
-          });
+          // The same fetch as deliveries, so credentials in the URL go as HTTP Basic auth.
+          const res = await fetchTarget(
+            s.sp.sloUrl,
+            {
+              method: 'POST',
+              body: s.sp.binding === 'soap' ? soapEnvelope('') : '',
+              headers:
+                s.sp.binding === 'soap'
+                  ? { 'content-type': 'text/xml; charset=utf-8', soapaction: `"${SOAP_ACTION}"` }
+                  : { 'content-type': 'application/x-www-form-urlencoded' },
+              redirect: 'manual',
+              signal,
+            },
+            'SAML_SLO_UNREACHABLE',
+          );
           const text = await res.text().catch(() => '');
           let fault = false;
           try {
             fault = s.sp.binding === 'soap' && readSoap(text, 'LogoutResponse').kind === 'fault';
           } catch {}
+          if (res.status === 401 || res.status === 403) {
+            return {
+              ok: false,
+              detail: `${what} → HTTP ${res.status}: the SLO endpoint refused Ripple${s.sp.sloUrl.includes('@') ? "'s credentials (the user:password in sloUrl)" : ' (it may need credentials: https://user:password@host/… in sloUrl)'}`,
+            };
+          }
           const ok = res.status !== 404 && res.status !== 405 && (res.status < 500 || fault);
           return { ok, detail: `${what} → HTTP ${res.status}${fault ? ' (SOAP Fault: endpoint alive)' : ''}` };
         } catch (err) {
-          return { ok: false, detail: `${what}: ${describeFetchError(err)}` };
+          return { ok: false, detail: `${what}: ${redactSecrets(errorMessage(err))}` };
         }
       },
     };
   },
 };
+
+/**
+ * An HTTP-POST answer that carries no LogoutResponse (typically the SP's login page, or a redirect
+ * to it: its SLO endpoint wants a browser session). Nothing says the SP ended the sessions, so
+ * they stay recorded and the app fails, whether or not signed responses are required. Permanent:
+ * the same request gets the same page until the SP (or the binding) is set up for server-to-server
+ * logout; an operator retry sends it again then.
+ */
+function noLogoutResponse(answer: string): PermanentDeliveryError {
+  return new PermanentDeliveryError(
+    'SAML_NO_LOGOUT_RESPONSE',
+    redactSecrets(
+      `the SP answered ${answer} without a LogoutResponse (no SAMLResponse): logout not confirmed, the sessions stay recorded. Its SLO endpoint may want a browser session: use binding: soap if the SP offers it, or make its HTTP-POST SLO endpoint answer server-to-server requests`,
+    ),
+  );
+}
+
+/** The LogoutResponse XML from a SAMLResponse value: base64 (POST form) or base64 of raw DEFLATE (redirect). */
+function decode(encoded: string, binding: 'post' | 'redirect'): string {
+  try {
+    const bytes = Buffer.from(encoded, 'base64');
+    return (binding === 'redirect' ? inflateRawSync(bytes) : bytes).toString('utf8');
+  } catch (err) {
+    throw new PermanentDeliveryError(
+      'SAML_RESPONSE_INVALID',
+      `the SAMLResponse of the ${binding} answer does not decode: ${errorMessage(err)}`,
+    );
+  }
+}
 
 function finish(results: LogoutOutcome[], what: string, later: number, warnings: string[] = []): DeliveryResult {
   const partial = results.filter((r) => r.partial).map((r) => r.detail);
@@ -271,8 +313,9 @@ function finish(results: LogoutOutcome[], what: string, later: number, warnings:
     `${what}: ${results.length} LogoutRequest(s) answered ${results.map((r) => r.detail.split(' ')[0]).join(', ')}`,
   ];
   if (later > 0) parts.push(`${later} later session(s) left alone`);
-  const result: DeliveryResult = { outcome: 'done', detail: parts.join('; ') };
+  // The SP's StatusMessage goes into the row: redacted like everything else a peer says.
+  const result: DeliveryResult = { outcome: 'done', detail: redactSecrets(parts.join('; ')) };
   const warning = [...partial.map((p) => `SP reported ${p}`), ...warnings];
-  if (warning.length > 0) result.warning = warning.join('; ');
+  if (warning.length > 0) result.warning = redactSecrets(warning.join('; '));
   return result;
 }

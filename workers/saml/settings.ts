@@ -9,10 +9,14 @@ import { errorMessage } from '../../src/errors.js';
 import { subjectTemplate } from '../../src/sessions/template.js';
 import { NAMEID_FORMATS, SAML_BINDING } from '../../src/signing/metadata.js';
 
-const LOOPBACK = /^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//;
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
 const sloUrlSchema = z
   .url({ protocol: /^https?$/, error: 'must be an http(s) URL' })
-  .refine((u) => u.startsWith('https:') || LOOPBACK.test(u), 'must use https (http only on loopback)');
+  // By the parsed host, so `http://user:pass@127.0.0.1/` (HTTP Basic auth) counts as loopback.
+  .refine(
+    (u) => u.startsWith('https:') || LOOPBACK_HOSTS.has(new URL(u).hostname),
+    'must use https (http only on loopback)',
+  );
 
 export interface ResolvedSp {
   entityID: string;
