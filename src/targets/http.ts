@@ -20,9 +20,18 @@ export function describeFetchError(err: unknown): string {
   return redactSecrets(cause?.code ?? cause?.message ?? errorMessage(err));
 }
 
-/** The start of a response body, on one line, with any secret it echoes redacted, for an error message. */
+/**
+ * How much of a body is redacted before the excerpt is cut from it: enough that a secret starting
+ * within the excerpt is seen whole, without scanning a huge body.
+ */
+const EXCERPT_SCAN = 16 * 1024;
+
+/**
+ * The start of a response body, on one line, with any secret it echoes redacted, for an error
+ * message. Redacted before it is cut, so a secret the cut would split is recognised whole.
+ */
 export function excerpt(text: string): string {
-  return redactSecrets(text.slice(0, EXCERPT).replace(/\s+/g, ' ').trim());
+  return redactSecrets(text.slice(0, EXCERPT_SCAN)).replace(/\s+/g, ' ').trim().slice(0, EXCERPT);
 }
 
 /**

@@ -11,7 +11,8 @@
  *   `_`: `access_token`, `X-Amz-Signature`, `client_secret`), and the short names `sig`, `key`,
  *   `code`, `auth`, `jwt`, `pass`, `otp`, `sessionid`;
  * - the same strong names at the start of the text or after a space (`password=…` in a message),
- *   and as JSON string members (`"refresh_token":"…"`);
+ *   and as JSON string members (`"refresh_token":"…"`), also one whose value the text cuts off
+ *   (`…"api_token":"tok_li` at the end of an excerpt);
  * - token-like URL path segments, 16+ characters of `A-Za-z0-9_-.~=+%`: with a letter and a digit
  *   and either a run of 16+ letters/digits without separator or 40+ characters in all; or 20+
  *   letters of which at least a quarter are capitals and a quarter small letters (random
@@ -32,8 +33,8 @@ export function redactSecrets(text: string): string {
     );
   }
   if (out.includes('"')) {
-    out = out.replace(JSON_MEMBER, (whole, name: string, between: string) =>
-      isStrongName(name) ? `"${name}"${between}"${MASK}"` : whole,
+    out = out.replace(JSON_MEMBER, (whole, name: string, between: string, close: string | undefined) =>
+      isStrongName(name) ? `"${name}"${between}"${MASK}${close ?? ''}` : whole,
     );
   }
   return out;
@@ -54,8 +55,12 @@ const URL_IN_TEXT = /(?:\b[a-zA-Z][a-zA-Z0-9+.-]{0,31}:)?\/\/[^\s"'<>]*/g;
  */
 const PARAM = /(^|[?&#;\s])([A-Za-z0-9_.-]{1,64})=([^&#;\s"'<>]+?)(?=[:,.)]{0,3}(?:[&#;\s"'<>]|$))/g;
 
-/** `"name": "value"` in a JSON excerpt (escaped quotes inside the value included). */
-const JSON_MEMBER = /"([A-Za-z0-9_.-]{1,64})"(\s*:\s*)"(?:[^"\\]|\\.)*"/g;
+/**
+ * `"name": "value"` in a JSON excerpt (escaped quotes inside the value included), or a value that
+ * runs to the end of the text unclosed (possibly ending in half an escape). Only the last value in
+ * a text can be unclosed, so the scan stays linear.
+ */
+const JSON_MEMBER = /"([A-Za-z0-9_.-]{1,64})"(\s*:\s*)"(?:[^"\\]|\\.)*(?:(")|\\?$)/g;
 
 const STRONG_SUFFIXES = [
   'token',

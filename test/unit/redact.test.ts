@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
+import { EXCERPT, excerpt } from '../../src/targets/http.js';
 import { redactSecrets } from '../../src/util/redact.js';
 
 describe('redactSecrets', () => {
@@ -57,6 +58,27 @@ describe('redactSecrets', () => {
     expect(redactSecrets('{"client_secret" : "s", "clientId": "crm"}')).toBe(
       '{"client_secret" : "***", "clientId": "crm"}',
     );
+  });
+
+  it('removes a secret JSON member whose value the text cuts off (an excerpt), not a harmless one', () => {
+    expect(redactSecrets('HTTP 401: {"error":"denied","api_token":"tok_live_9f8e7d')).toBe(
+      'HTTP 401: {"error":"denied","api_token":"***',
+    );
+    expect(redactSecrets('{"refresh_token": "r-1\\')).toBe('{"refresh_token": "***');
+    expect(redactSecrets('{"error":"denied","detail":"a long expl')).toBe('{"error":"denied","detail":"a long expl');
+    expect(redactSecrets(redactSecrets('{"secret":"abc'))).toBe('{"secret":"***');
+  });
+
+  it('excerpt: redacts the body before cutting it to EXCERPT characters', () => {
+    const token = 'tok_live_9f8e7d6c5b4a39281706f5e4d3c2b1a0ZYXWVUTS';
+    const lead = `{"error":"unauthorized","error_description":"${'x'.repeat(130)}",`;
+    // The secret member starts before the cut and ends after it; the excerpt keeps its name.
+    const body = `${lead}"api_token":"${token}","more":"${'y'.repeat(20_000)}"}`;
+    const cut = excerpt(body);
+    expect(cut.length).toBeLessThanOrEqual(EXCERPT);
+    expect(cut).toContain('"api_token":"***"');
+    expect(cut).not.toContain('tok_live');
+    expect(excerpt(`  HTTP\n\n  error  ${'z'.repeat(300)}`)).toBe(`HTTP error ${'z'.repeat(EXCERPT - 11)}`);
   });
 
   it('removes token-like path segments (Slack, Discord, hex, base64url), not ordinary ones', () => {
