@@ -109,6 +109,29 @@ function algFor(key: KeyObject, wanted: JwsAlg | undefined): JwsAlg {
   throw new Error(`${type} keys are not supported (use RSA or EC)`);
 }
 
+/**
+ * A private key value (or a key file's content) that is not PEM, described without quoting it:
+ * its length, and what it looks like when that is recognisable — the PEM base64-encoded once more
+ * (as secret stores often hold it), or a PEM body without its BEGIN/END lines.
+ */
+function notPem(value: string): string {
+  const shown = `${value.length} characters, not shown`;
+  const compact = value.replace(/\s+/g, '');
+  if (/^[A-Za-z0-9+/_-]+={0,2}$/.test(compact)) {
+    const decoded = Buffer.from(compact, 'base64');
+    if (decoded.toString('latin1').includes('-----BEGIN')) {
+      return `${shown}; it looks like base64-encoded PEM: decode it once (base64 -d) and give the PEM text itself, -----BEGIN line included`;
+    }
+    for (const type of ['pkcs8', 'pkcs1', 'sec1'] as const) {
+      try {
+        createPrivateKey({ key: decoded, format: 'der', type });
+        return `${shown}; it looks like the body of a PEM private key without its -----BEGIN/-----END lines: give the whole PEM, both lines included`;
+      } catch {}
+    }
+  }
+  return shown;
+}
+
 const PUBLIC_MEMBERS = ['kty', 'n', 'e', 'crv', 'x', 'y'] as const;
 
 /**
@@ -126,14 +149,22 @@ export function loadSigningKeys(
   const errors: ConfigError[] = [];
   const keys: SigningKey[] = [];
 
-  const read = (value: string, at: string): string | undefined => {
+  /** PEM text as given, or the file it names. A private key's value is never quoted: it may be the key. */
+  const read = (value: string, at: string, what: 'privateKey' | 'certificate'): string | undefined => {
     if (isPem(value)) return value;
     const full = isAbsolute(value) ? value : resolve(configDir, value);
     try {
       return readFileSync(full, 'utf8');
     } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
       errors.push(
-        new ConfigError(file, at, `not PEM text and cannot read ${full}: ${(err as NodeJS.ErrnoException).code}`),
+        new ConfigError(
+          file,
+          at,
+          what === 'certificate'
+            ? `not PEM text and cannot read ${full}: ${code}`
+            : `neither PEM text nor a readable file (${notPem(value)}; read as a path relative to ${configDir}: ${code})`,
+        ),
       );
       return undefined;
     }
@@ -141,8 +172,14 @@ export function loadSigningKeys(
 
   for (const [i, entry] of service.signing.keys.entries()) {
     const at = `signing.keys[${i}]`;
-    const pemText = read(entry.privateKey, `${at}.privateKey`);
+    const pemText = read(entry.privateKey, `${at}.privateKey`, 'privateKey');
     if (pemText === undefined) continue;
+    if (!isPem(pemText)) {
+      // The value was a path that could be read: the path may be shown, never the content.
+      const full = isAbsolute(entry.privateKey) ? entry.privateKey : resolve(configDir, entry.privateKey);
+      errors.push(new ConfigError(file, `${at}.privateKey`, `the file ${full} holds no PEM text (${notPem(pemText)})`));
+      continue;
+    }
     let privateKey: KeyObject;
     let alg: JwsAlg;
     try {
@@ -155,7 +192,7 @@ export function loadSigningKeys(
     const publicKey = createPublicKey(privateKey);
     let certificatePem: string;
     if (entry.certificate) {
-      const certText = read(entry.certificate, `${at}.certificate`);
+      const certText = read(entry.certificate, `${at}.certificate`, 'certificate');
       if (certText === undefined) continue;
       try {
         const cert = new X509Certificate(certText);

@@ -89,12 +89,44 @@ describe('ripple.yaml signing + the example saml/oidc apps, through the real con
 `);
     // The loader reads the keys, so `ripple config check` and start-up both stop here.
     expect(() => loadConfig(d, {})).toThrow(ConfigErrors);
-    expect(() => loadConfig(d, {})).toThrow(`${join(d, 'ripple.yaml')}: signing.keys[0].privateKey: not PEM text`);
+    expect(() => loadConfig(d, {})).toThrow(
+      `${join(d, 'ripple.yaml')}: signing.keys[0].privateKey: neither PEM text nor a readable file`,
+    );
     const inline = configDir(`signing:
   keys:
     - kid: a
       privateKey: "-----BEGIN PRIVATE KEY-----"
 `);
     expect(() => loadConfig(inline, {})).toThrow(/signing.keys\[0\].privateKey: not a readable private key PEM/);
+  });
+
+  it('never prints a private key that is not PEM: says what it looks like instead (base64 PEM, a PEM body)', () => {
+    const base64Pem = Buffer.from(rsa).toString('base64');
+    const body = rsa.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '');
+    const cases: Array<[string, RegExp]> = [
+      [base64Pem, /base64-encoded PEM.*decode it/],
+      [body, /body of a PEM private key without its -----BEGIN/],
+      ['not-a-key-and-not-a-file', /neither PEM text nor a readable file/],
+    ];
+    for (const [value, hint] of cases) {
+      const d = configDir(`signing:
+  keys:
+    - kid: a
+      privateKey: \${RIPPLE_SIGNING_KEY}
+`);
+      const message = (() => {
+        try {
+          loadConfig(d, { RIPPLE_SIGNING_KEY: value });
+        } catch (err) {
+          return (err as Error).message;
+        }
+        return 'loaded';
+      })();
+      expect(message).toMatch(/signing\.keys\[0\]\.privateKey: /);
+      expect(message).toMatch(hint);
+      expect(message).toContain(`${value.length} characters, not shown`);
+      // No 16-character slice of the value shows.
+      for (let i = 0; i + 16 <= value.length; i += 8) expect(message).not.toContain(value.slice(i, i + 16));
+    }
   });
 });
