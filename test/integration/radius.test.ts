@@ -3,7 +3,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AppConfig } from '../../src/config/types.js';
-import { PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
+import { type DeliveryError, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import type { Action, DeliveryContext, EngineServices, PasswordChange, Target } from '../../src/targets/adapter.js';
 import { freePort } from '../../src/util/server-process.js';
@@ -11,7 +11,7 @@ import { ldapAdapter } from '../../workers/ldap/index.js';
 import { Attr, Code } from '../../workers/radius/codec.js';
 import { accessRequest, radiusAdapter } from '../../workers/radius/index.js';
 import { type Freeradius, type FreeradiusOptions, startFreeradius } from '../support/freeradius.js';
-import { startTestRedis } from '../support/ripple.js';
+import { ADMIN_TOKEN, passwordChanged, startRipple, startTestRedis } from '../support/ripple.js';
 import { type Slapd, startSlapd } from '../support/slapd.js';
 import { appConfig, deliveryContext, deliveryFailure, passwordChange, silentLog } from '../support/targets.js';
 
@@ -99,6 +99,45 @@ async function forgingResponder(port: number, mode: 'unsigned' | 'bad-signature'
   return {
     requests: () => requests,
     close: () => new Promise<void>((res) => socket.close(() => res())),
+  };
+}
+
+/**
+ * An on-path attacker between Ripple and a NAS, without the shared secret: it relays and records
+ * each (request bytes → reply bytes); after `replay()` it drops every request, and answers one whose
+ * bytes it has seen before with the reply recorded for it.
+ */
+async function onPath(nasPort: number) {
+  const socket: Socket = createSocket('udp4');
+  await new Promise<void>((res) => socket.bind(0, '127.0.0.1', () => res()));
+  const recorded = new Map<string, Buffer>();
+  const stats = { replayed: 0 };
+  let replaying = false;
+  socket.on('message', (msg, from) => {
+    const key = msg.toString('hex');
+    if (replaying) {
+      const reply = recorded.get(key);
+      if (reply) {
+        stats.replayed++;
+        socket.send(reply, from.port, from.address);
+      }
+      return;
+    }
+    const upstream = createSocket('udp4');
+    upstream.on('message', (reply) => {
+      recorded.set(key, reply);
+      upstream.close();
+      socket.send(reply, from.port, from.address);
+    });
+    upstream.send(msg, nasPort, '127.0.0.1');
+  });
+  return {
+    port: (socket.address() as { port: number }).port,
+    stats,
+    replay() {
+      replaying = true;
+    },
+    close: () => socket.close(),
   };
 }
 
@@ -281,7 +320,7 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
     expect(received(late)).toBe(2);
   });
 
-  it('a NAK is not asked again on automatic retries, but is on an operator retry; an ACK never is', async () => {
+  it('a NAK is not asked again on automatic retries; an ACK never is', async () => {
     const naking = await startRadius({ coa: 'nak', nakErrorCause: 'Administratively-Prohibited' });
     const downPort = await freePort();
     const settings = {
@@ -305,11 +344,54 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
     expect(second.message).toMatch(/Error-Cause 501 Administratively-Prohibited \(answered in an earlier attempt/);
     expect(received(naking)).toBe(1);
     expect(received(late)).toBe(1);
+  });
 
-    // An operator retry starts again at attempt 1: the NAS that refused is asked again, the one that ACKed is not.
-    await failure(radiusTarget(settings).deliver(ctx('alice', 'revoke', undefined, { event, attempt: 1 })));
-    expect(received(naking)).toBe(2);
-    expect(received(late)).toBe(1);
+  it('an operator retry (POST …/retry) asks again a NAS that NAKed and has been fixed; the app ends done', async () => {
+    const naking = await startRadius({ coa: 'nak', nakErrorCause: 'Administratively-Prohibited' });
+    const t = await startRipple({
+      redisUrl: redis.url,
+      apps: [
+        {
+          id: 'wifi',
+          kind: 'radius',
+          retry: { attempts: 3, backoff: '100ms', maxBackoff: '1s' },
+          radius: {
+            nas: [{ host: '127.0.0.1', port: naking.coaPort, secret: SECRET }],
+            timeout: '500ms',
+            retransmits: 1,
+          },
+        },
+      ],
+    });
+    try {
+      const sent = await t.send(passwordChanged('alice'));
+      const eventId = String(sent.json.eventId);
+      const failed = await t.waitForEvent(eventId, ['partial', 'failed']);
+      expect(failed.apps[0]?.lastError).toMatch(/RADIUS_NAK: .*Administratively-Prohibited/);
+      expect(received(naking)).toBe(1);
+
+      // The NAS's admin fixes its policy: on the same port, it now ACKs.
+      await naking.stop();
+      radiusServers.splice(radiusServers.indexOf(naking), 1);
+      const fixed = await startRadius({ coaPort: naking.coaPort });
+      const retry = await t.http.inject({
+        method: 'POST',
+        url: `/v1/events/${eventId}/apps/wifi/retry`,
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      });
+      expect(retry.statusCode).toBe(202);
+      const after = await t.waitFor('the retried app to finish', async () => {
+        const row = (await t.status(eventId)).apps[0];
+        return row && row.attempts >= 2 && ['done', 'failed'].includes(row.state) ? row : undefined;
+      });
+      expect({ state: after.state, lastError: after.lastError, askedAgain: received(fixed) }).toEqual({
+        state: 'done',
+        lastError: null,
+        askedAgain: 1,
+      });
+    } finally {
+      await t.close();
+    }
   });
 
   it('refresh: CoA-Request carries coaAttributes and is ACKed', async () => {
@@ -416,6 +498,43 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
     } finally {
       relay.close();
       upstream.close();
+    }
+  });
+
+  it('a reply recorded for an earlier change is not accepted for a later one the NAS never received', async () => {
+    // The NAS signs its replies and Ripple requires it: the strictest setting.
+    const nas = await startRadius({ signReplies: true });
+    const path = await onPath(nas.coaPort);
+    const settings = (timeout: string) => ({
+      nas: [{ host: '127.0.0.1', port: path.port, secret: SECRET, requireMessageAuthenticator: true }],
+      timeout,
+      retransmits: 0,
+    });
+    try {
+      // Earlier changes: the NAS acts on each; the on-path attacker (no secret) records every request and reply.
+      for (let i = 0; i < 40; i++) {
+        expect((await radiusTarget(settings('2s')).deliver(ctx('alice', 'revoke'))).outcome).toBe('done');
+      }
+      const nasSaw = received(nas);
+
+      // A new change: the attacker drops every request and answers a repeated one with the recorded reply.
+      path.replay();
+      const event = passwordChange({ username: 'alice' });
+      let outcome = '';
+      for (let attempt = 1; attempt <= 40 && outcome !== 'done'; attempt++) {
+        outcome = await radiusTarget(settings('50ms'))
+          .deliver(ctx('alice', 'revoke', undefined, { event, attempt }))
+          .then(
+            () => 'done',
+            (err: DeliveryError) => err.code,
+          );
+      }
+      expect(received(nas)).toBe(nasSaw);
+      expect(outcome, `replayed ${path.stats.replayed} recorded replies`).toBe('RADIUS_NO_REPLY');
+      // Each request carries Event-Timestamp (RFC 5176 §3.3), and stock FreeRADIUS ACKs it.
+      expect(nas.output()).toMatch(/Event-Timestamp = "/);
+    } finally {
+      path.close();
     }
   });
 

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { describe, expect, it } from 'vitest';
+import { RadiusNoReplyError, radiusExchange } from '../../workers/radius/client.js';
 import {
   Attr,
   Code,
@@ -174,5 +175,40 @@ describe('RADIUS codec, structure and reply verification', () => {
       reason: 'Disconnect-ACK without Message-Authenticator',
       unsigned: true,
     });
+  });
+
+  it('a Disconnect-Request carries Event-Timestamp; retransmits repeat it byte for byte, the next request differs', async () => {
+    // A NAS that never answers: we see every try.
+    const socket: Socket = createSocket('udp4');
+    await new Promise<void>((res) => socket.bind(0, '127.0.0.1', () => res()));
+    const seen: Buffer[] = [];
+    socket.on('message', (msg) => seen.push(msg));
+    const send = () =>
+      radiusExchange(
+        { host: '127.0.0.1', port: socket.address().port, secret: SECRET, requireMessageAuthenticator: true },
+        {
+          code: Code.DisconnectRequest,
+          attributes: [{ type: Attr.UserName, value: Buffer.from('alice') }],
+          timeoutMs: 30,
+          retransmits: 2,
+        },
+      ).catch((err: unknown) => err);
+    try {
+      const before = Math.floor(Date.now() / 1000);
+      expect(await send()).toBeInstanceOf(RadiusNoReplyError);
+      expect(await send()).toBeInstanceOf(RadiusNoReplyError);
+      const after = Math.floor(Date.now() / 1000);
+      expect(seen).toHaveLength(6);
+      const [a, b, c, d] = seen as [Buffer, Buffer, Buffer, Buffer];
+      expect(b.equals(a) && c.equals(a)).toBe(true);
+      expect(d.equals(a)).toBe(false);
+      const timestamp = decodePacket(a)
+        .attributes.find((x) => x.type === Attr.EventTimestamp)
+        ?.value.readUInt32BE(0);
+      expect(timestamp).toBeGreaterThanOrEqual(before);
+      expect(timestamp).toBeLessThanOrEqual(after);
+    } finally {
+      socket.close();
+    }
   });
 });

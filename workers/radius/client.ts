@@ -76,17 +76,45 @@ export class RadiusNoReplyError extends Error {
 }
 
 /**
+ * Identifiers are handed out in turn from a random start, not drawn at random: with
+ * Event-Timestamp (one-second resolution), a request for the same user to the same NAS could
+ * otherwise repeat byte for byte within a second, and so could a recorded reply to it.
+ */
+let nextIdentifier = randomInt(256);
+function takeIdentifier(): number {
+  const identifier = nextIdentifier;
+  nextIdentifier = (nextIdentifier + 1) & 0xff;
+  return identifier;
+}
+
+/**
+ * The Event-Timestamp attribute (RFC 5176 §3.3) for a CoA/Disconnect-Request. Its Request
+ * Authenticator is a hash of the packet, so without it a request for the same user and NAS is
+ * the same bytes at every change, and a reply recorded for an earlier change would verify for a
+ * later one the NAS never received.
+ */
+function eventTimestamp(now = Date.now()): RadiusAttribute {
+  const value = Buffer.alloc(4);
+  value.writeUInt32BE(Math.floor(now / 1000) >>> 0);
+  return { type: Attr.EventTimestamp, value };
+}
+
+/**
  * Sends one request over UDP and waits for a verified reply, retransmitting the same
- * packet after each `timeoutMs`. Replies that fail verification are ignored (an attacker
- * may inject them) and reported if no valid one comes.
+ * packet (same Identifier and Event-Timestamp) after each `timeoutMs`. Replies that fail
+ * verification are ignored (an attacker may inject them) and reported if no valid one comes.
  */
 export function radiusExchange(peer: RadiusPeer, opts: ExchangeOptions): Promise<Exchange> {
-  const identifier = randomInt(256);
+  const identifier = takeIdentifier();
+  const dynamicAuthorization = opts.code === Code.CoaRequest || opts.code === Code.DisconnectRequest;
   const { packet, authenticator } = encodeRequest({
     code: opts.code,
     identifier,
     secret: peer.secret,
-    attributes: opts.attributes,
+    attributes:
+      dynamicAuthorization && !opts.attributes.some((a) => a.type === Attr.EventTimestamp)
+        ? [...opts.attributes, eventTimestamp()]
+        : opts.attributes,
     ...(opts.password !== undefined ? { password: opts.password } : {}),
   });
   const where = `${peer.host}:${peer.port}`;

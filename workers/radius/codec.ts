@@ -51,6 +51,7 @@ export const Attr = {
   SessionTimeout: 27,
   IdleTimeout: 28,
   AcctSessionId: 44,
+  EventTimestamp: 55,
   NasIdentifier: 32,
   ProxyState: 33,
   MessageAuthenticator: 80,
