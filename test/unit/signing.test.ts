@@ -91,7 +91,9 @@ describe('signing keys', () => {
       ),
     ).toEqual(['keys.1.kid: "a" is used twice']);
     expect(problems(() => load([{ kid: 'a', privateKey: './missing.key' }]))).toEqual([
-      expect.stringMatching(/^signing.keys\[0\].privateKey: not PEM text and cannot read .*missing.key: ENOENT/),
+      expect.stringMatching(
+        /^signing.keys\[0\].privateKey: neither PEM text nor a readable file \(13 characters, not shown; read as a path relative to .*: ENOENT\)$/,
+      ),
     ]);
     const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
     expect(
