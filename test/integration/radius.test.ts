@@ -67,6 +67,16 @@ const received = (radius: Freeradius, request = 'Disconnect-Request') =>
   radius.output().match(new RegExp(`Received ${request} Id`, 'g'))?.length ?? 0;
 
 /**
+ * The requests the NAS has logged once it has logged at least `n` (or after 5 s): its `-X` log
+ * reaches us through a pipe, possibly after its reply reached Ripple.
+ */
+async function logged(radius: Freeradius, n: number, request = 'Disconnect-Request'): Promise<number> {
+  const until = Date.now() + 5_000;
+  while (received(radius, request) < n && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  return received(radius, request);
+}
+
+/**
  * A hostile or downgraded "NAS" on a UDP port: it knows the secret (as a Blast-RADIUS forger
  * effectively does for the Response Authenticator, through an MD5 collision) and answers every
  * request with a Disconnect-ACK whose Response Authenticator verifies, but with no
@@ -303,7 +313,7 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
     expect(err).toBeInstanceOf(TransientDeliveryError);
     expect(err.code).toBe('RADIUS_NO_REPLY');
     expect(err.message).toContain(`127.0.0.1:${acking.coaPort}: Disconnect-ACK`);
-    expect(received(acking)).toBe(1);
+    expect(await logged(acking, 1)).toBe(1);
 
     // The second NAS comes up; the next attempt (in any worker) contacts it alone.
     const late = await startRadius({ coaPort: downPort });
@@ -311,13 +321,13 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
     expect(result.outcome).toBe('done');
     expect(result.detail).toContain(`127.0.0.1:${acking.coaPort}: Disconnect-ACK (answered in an earlier attempt`);
     expect(result.detail).toContain(`127.0.0.1:${downPort}: Disconnect-ACK`);
-    expect(received(acking)).toBe(1);
-    expect(received(late)).toBe(1);
+    expect(await logged(acking, 1)).toBe(1);
+    expect(await logged(late, 1)).toBe(1);
 
     // A new change (another event) disconnects everywhere again.
     await radiusTarget(settings).deliver(ctx('alice', 'revoke'));
-    expect(received(acking)).toBe(2);
-    expect(received(late)).toBe(2);
+    expect(await logged(acking, 2)).toBe(2);
+    expect(await logged(late, 2)).toBe(2);
   });
 
   it('a NAK is not asked again on automatic retries; an ACK never is', async () => {
@@ -342,8 +352,8 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
     expect(second).toBeInstanceOf(PermanentDeliveryError);
     expect(second.code).toBe('RADIUS_NAK');
     expect(second.message).toMatch(/Error-Cause 501 Administratively-Prohibited \(answered in an earlier attempt/);
-    expect(received(naking)).toBe(1);
-    expect(received(late)).toBe(1);
+    expect(await logged(naking, 1)).toBe(1);
+    expect(await logged(late, 1)).toBe(1);
   });
 
   it('an operator retry (POST …/retry) asks again a NAS that NAKed and has been fixed; the app ends done', async () => {
@@ -368,7 +378,7 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
       const eventId = String(sent.json.eventId);
       const failed = await t.waitForEvent(eventId, ['partial', 'failed']);
       expect(failed.apps[0]?.lastError).toMatch(/RADIUS_NAK: .*Administratively-Prohibited/);
-      expect(received(naking)).toBe(1);
+      expect(await logged(naking, 1)).toBe(1);
 
       // The NAS's admin fixes its policy: on the same port, it now ACKs.
       await naking.stop();
@@ -384,7 +394,7 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
         const row = (await t.status(eventId)).apps[0];
         return row && row.attempts >= 2 && ['done', 'failed'].includes(row.state) ? row : undefined;
       });
-      expect({ state: after.state, lastError: after.lastError, askedAgain: received(fixed) }).toEqual({
+      expect({ state: after.state, lastError: after.lastError, askedAgain: await logged(fixed, 1) }).toEqual({
         state: 'done',
         lastError: null,
         askedAgain: 1,
@@ -515,7 +525,7 @@ describe('kind: radius against a real FreeRADIUS (users in the same slapd)', () 
       for (let i = 0; i < 40; i++) {
         expect((await radiusTarget(settings('2s')).deliver(ctx('alice', 'revoke'))).outcome).toBe('done');
       }
-      const nasSaw = received(nas);
+      const nasSaw = await logged(nas, 40);
 
       // A new change: the attacker drops every request and answers a repeated one with the recorded reply.
       path.replay();
