@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Engine } from '../runtime/engine.js';
-import { recordLostJob, retryApp } from '../runtime/retry.js';
+import { recordLostJob, requeueLost, retryApp } from '../runtime/retry.js';
 import { type AppRow, eventState } from '../status/model.js';
 import { adminAuth } from './admin-auth.js';
 
@@ -43,6 +43,8 @@ export async function statusRoutes(app: FastifyInstance, opts: { engine: Engine 
       for (const [app] of active) await recordLostJob(engine, req.params.id, app);
       ev = (await engine.store.getEvent(req.params.id)) ?? ev;
     }
+    // A pending row whose job is gone would never run: give it its job back.
+    if (ev.meta.planned) await requeueLost(engine, req.params.id, ev.meta.user.username, ev.rows);
     const rows = Object.entries(ev.rows).sort(byDue);
     return {
       eventId: ev.meta.id,

@@ -37,6 +37,8 @@ export interface EventMeta extends PasswordChange {
   planned?: boolean;
   /** A newer change for the same user superseded at least one of this event's apps on arrival. */
   supersededBy?: string;
+  /** Not accepted yet: ingest's last step must land by then (this process's clock), or it is dropped. */
+  acceptBy?: number;
   /** App → older event whose row for that app this event supersedes. */
   supersedes?: Record<string, string>;
 }

@@ -11,6 +11,11 @@ import { planJobId } from '../runtime/queues.js';
 export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 const OCCURRED_LATER = "is more than 5 minutes after the time Ripple received it (check the sender's clock)";
 
+const TOO_LATE: IngestAnswer = {
+  status: 503,
+  body: { error: 'unavailable', message: 'Redis answered too late; nothing was accepted, send the event again' },
+};
+
 export interface IngestAnswer {
   status: 202 | 400 | 401 | 409 | 503;
   body: Record<string, unknown>;
@@ -119,7 +124,9 @@ export async function ingestEvent(
   const meta: EventMeta = {
     id: eventId,
     type: body.type,
-    occurredAt: new Date(body.occurredAt).toISOString(),
+    // A change cannot have happened after Ripple received it: a sender's clock that runs fast (by
+    // less than the skew refused above) must not let its change outrank one received after it.
+    occurredAt: new Date(Math.min(occurredAt, now.getTime())).toISOString(),
     receivedAt: now.toISOString(),
     source: body.source,
     user: body.user,
@@ -136,12 +143,7 @@ export async function ingestEvent(
     sealed,
     Math.min(deadlineMs ?? commandDeadline, commandDeadline),
   );
-  if (created === 'expired') {
-    return {
-      status: 503,
-      body: { error: 'unavailable', message: 'Redis answered too late; nothing was accepted, try again' },
-    };
-  }
+  if (created === 'expired') return TOO_LATE;
   if (created === 'conflict') {
     engine.metrics.eventsReceived.inc({ outcome: 'conflict' });
     return refuse(409, 'event_id_conflict', `event ${eventId} was already received with a different body`);
@@ -149,6 +151,11 @@ export async function ingestEvent(
   // The deterministic job id makes this a no-op when the first attempt got this far.
   signal?.throwIfAborted();
   await engine.queues.events.add('plan', { eventId }, { jobId: planJobId(eventId) });
+  // Only now does the event count — if Redis takes this step before the deadline. A Redis that
+  // froze before queueing the plan runs the queueing late, but then never this.
+  signal?.throwIfAborted();
+  const acceptBy = Math.min(deadlineMs ?? Number.POSITIVE_INFINITY, Date.now() + REQUEST_REDIS_TIMEOUT_MS - 250);
+  if ((await engine.store.acceptEvent(eventId, acceptBy)) !== 'accepted') return TOO_LATE;
   engine.metrics.eventsReceived.inc({ outcome: created === 'created' ? 'accepted' : 'duplicate' });
   if (created === 'created') {
     engine.log.info(

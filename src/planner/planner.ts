@@ -7,7 +7,7 @@ import {
   resolveDependents,
   settleCredential,
 } from '../runtime/engine.js';
-import { deliveryJobId, EVENTS_QUEUE, type PlanJob, planJobId } from '../runtime/queues.js';
+import { deliveryJobId, EVENTS_QUEUE, type PlanJob } from '../runtime/queues.js';
 import type { AppRow } from '../status/model.js';
 import { planPropagation } from './plan.js';
 
@@ -24,6 +24,7 @@ export async function planEvent(engine: Engine, eventId: string, now = Date.now(
     engine.log.warn({ eventId }, 'event expired before it was planned');
     return;
   }
+  if (ev.meta.acceptBy !== undefined && !(await accepted(engine, eventId, ev.meta.acceptBy))) return;
   const { meta } = ev;
   const username = meta.user.username;
   let rows = ev.rows;
@@ -103,27 +104,48 @@ async function supersede(
   }
 }
 
-/** How old an event recorded but never queued must be before the janitor drops it. */
-export const UNQUEUED_GRACE_MS = 60_000;
+/** How long after it was recorded an event never accepted is looked at by the janitor. */
+export const UNACCEPTED_GRACE_MS = 60_000;
 
 /**
- * Drops events that were recorded but never queued: Redis failed between ingest's two steps, so
- * their callers were answered 503 ("nothing was accepted"). A caller that sends again within the
- * grace gets its event queued as usual.
+ * Drops events recorded but never accepted: Redis failed or froze between the steps of ingest,
+ * so their senders were answered 503 ("nothing was accepted"). A sender that sends again in time
+ * gets its event accepted as usual.
  */
-export async function dropUnqueued(engine: Engine, graceMs = UNQUEUED_GRACE_MS): Promise<string[]> {
-  const { ids, before } = await engine.store.unqueuedSince(graceMs);
+export async function dropUnaccepted(engine: Engine, graceMs = UNACCEPTED_GRACE_MS): Promise<string[]> {
   const dropped: string[] = [];
-  for (const id of ids) {
-    if (await engine.queues.events.getJob(planJobId(id))) continue; // queued: the planner gets to it
-    if (!(await engine.store.dropUnqueued(id, before))) continue;
+  for (const id of await engine.store.unplannedSince(graceMs)) {
+    if ((await engine.store.dropUnaccepted(id)) !== 'dropped') continue;
     dropped.push(id);
-    engine.log.warn(
-      { eventId: id },
-      'dropped an event that was recorded but never queued (its sender was answered 503: nothing accepted)',
-    );
+    logDropped(engine, id);
   }
   return dropped;
+}
+
+function logDropped(engine: Engine, eventId: string) {
+  engine.log.warn(
+    { eventId },
+    'dropped an event that was never accepted (its sender was answered 503: nothing accepted)',
+  );
+}
+
+/**
+ * Ingest queues the plan job, then accepts the event: the planner may see the job first. It waits
+ * for the acceptance until the sender's deadline, and drops the event if that passes without it.
+ * Returns whether the event may be planned.
+ */
+async function accepted(engine: Engine, eventId: string, acceptBy: number): Promise<boolean> {
+  for (;;) {
+    const ev = await engine.store.getEvent(eventId);
+    if (!ev) return false;
+    if (ev.meta.acceptBy === undefined) return true;
+    if (Date.now() > Math.max(acceptBy, ev.meta.acceptBy) + 100) {
+      const outcome = await engine.store.dropUnaccepted(eventId);
+      if (outcome === 'dropped') logDropped(engine, eventId);
+      if (outcome !== 'pending') return outcome === 'accepted';
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /** The events-queue worker: plans each received event, and now and then drops events never queued. */
@@ -134,8 +156,8 @@ export function startPlanner(engine: Engine, concurrency = 20): Worker<PlanJob> 
     concurrency,
   });
   const janitor = setInterval(() => {
-    dropUnqueued(engine).catch((err: unknown) => engine.log.debug({ err }, 'could not look for unqueued events'));
-  }, UNQUEUED_GRACE_MS / 2);
+    dropUnaccepted(engine).catch((err: unknown) => engine.log.debug({ err }, 'could not look for unaccepted events'));
+  }, UNACCEPTED_GRACE_MS / 2);
   janitor.unref();
   worker.once('closing', () => clearInterval(janitor));
   worker.on('failed', (job, err) =>

@@ -4,7 +4,7 @@ import { formatDuration } from '../config/duration.js';
 import type { AppConfig } from '../config/types.js';
 import { DeliveryError, errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../errors.js';
 import type { AppRow } from '../status/model.js';
-import type { RowPatch } from '../status/store.js';
+import { type RowPatch, StatusStore } from '../status/store.js';
 import type { DeliveryContext, DeliveryResult, Target } from '../targets/adapter.js';
 import { redactSecrets } from '../util/redact.js';
 import { adapterFor, type Engine, logTransition, resolveDependents, settleCredential } from './engine.js';
@@ -31,11 +31,13 @@ export function startDeliveryWorkers(engine: Engine, targets: Map<string, Target
   const shutdown = new AbortController();
   // Every active delivery listens for shutdown: as many listeners as the concurrency.
   setMaxListeners(0, shutdown.signal);
+  /** Job id → cut off its attempt in flight (when BullMQ says this worker lost the job). */
+  const inFlight = new Map<string, () => void>();
   const workers = kinds.map((kind) => {
     const concurrency = engine.config.service.workers.concurrency[kind] ?? adapterFor(kind).concurrency;
     const worker = new Worker<DeliveryJob>(
       deliveryQueueName(kind),
-      (job, token) => processDelivery(engine, targets, job, token, shutdown.signal),
+      (job, token) => processDelivery(engine, targets, job, token, shutdown.signal, inFlight),
       {
         connection: engine.redis,
         prefix: engine.prefix,
@@ -47,6 +49,11 @@ export function startDeliveryWorkers(engine: Engine, targets: Map<string, Target
       },
     );
     worker.on('error', (err) => engine.log.error({ err, kind }, 'delivery worker error'));
+    // Its lock lapsed (Redis unreachable, the process paused): another worker may run the job
+    // now. Cut the attempt off; it keeps the user+app lock until its TTL, like any cut-off one.
+    worker.on('lockRenewalFailed', (jobIds) => {
+      for (const id of jobIds) inFlight.get(id)?.();
+    });
     worker.on('failed', (job, err) => {
       onJobFailed(engine, job, err).catch((e: unknown) =>
         engine.log.error({ err: e, jobId: job?.id }, 'could not record a failed delivery job on its row'),
@@ -74,6 +81,7 @@ async function processDelivery(
   job: Job<DeliveryJob>,
   token: string | undefined,
   shutdown: AbortSignal,
+  inFlight: Map<string, () => void>,
 ): Promise<void> {
   const { eventId, username } = job.data;
   const appId = job.name;
@@ -95,7 +103,7 @@ async function processDelivery(
     case 'gone':
       return;
     case 'finished':
-      return finishBookkeeping(engine, app, job.data, jobId, gate.row);
+      return finishBookkeeping(engine, app, job.data, gate.row);
     case 'superseded':
       if (gate.row.finishedAt === startedAt) {
         logTransition(engine, eventId, appId, gate.row);
@@ -117,12 +125,12 @@ async function processDelivery(
       throw new DelayedError();
   }
   const { meta, row: activeRow } = gate;
-  // What the adapter sees: 1 on the first try, and again on the first try after an operator retry.
-  const attempt = activeRow.attempts - (activeRow.retryFrom ?? 0);
+  const attempt: Attempt = { data: job.data, app, jobId, number: activeRow.attempts };
   engine.metrics.lateness.observe({ kind: app.kind }, Math.max(0, startedAt - activeRow.dueAt) / 1000);
   logTransition(engine, eventId, appId, activeRow);
 
   const cutoff = abortAfter(settleLimit(app), shutdown);
+  inFlight.set(jobId, cutoff.lost);
   const ctx: DeliveryContext = {
     app,
     event: {
@@ -134,7 +142,8 @@ async function processDelivery(
       user: meta.user,
     },
     action: app.action,
-    attempt,
+    // 1 on the first try, and again on the first try after an operator retry.
+    attempt: activeRow.attempts - (activeRow.retryFrom ?? 0),
     signal: cutoff.signal,
     get log() {
       return engine.log.child({ eventId, app: appId, kind: app.kind });
@@ -167,12 +176,13 @@ async function processDelivery(
   } catch (raw) {
     endTimer();
     cutoff.clear();
-    const err = classify(raw, cutoff.reason(), app);
-    return onFailure(engine, job, token, app, jobId, activeRow, err, cutoff.reason() ? 'hold' : 'release');
+    inFlight.delete(jobId);
+    return onFailure(engine, job, token, attempt, activeRow, raw, cutoff.reason());
   }
   endTimer();
   cutoff.clear();
-  const { row } = await finishAttempt(engine, job.data, app, jobId, 'release', {
+  inFlight.delete(jobId);
+  const { row } = await finishAttempt(engine, attempt, 'release', {
     state: result.outcome,
     finishedAt: Date.now(),
     lastError: null,
@@ -220,24 +230,32 @@ async function notConfigured(engine: Engine, job: Job<DeliveryJob>, token: strin
  * never delivers again: it only completes what the first run may not have (lock, dependents,
  * credential), and a dead-lettered one stays in the failed list.
  */
-async function finishBookkeeping(engine: Engine, app: AppConfig, data: DeliveryJob, jobId: string, row: AppRow) {
-  await finishAttempt(engine, data, app, jobId, 'release');
+async function finishBookkeeping(engine: Engine, app: AppConfig, data: DeliveryJob, row: AppRow) {
   if (row.state === 'waiting') return;
   await resolveDependents(engine, data.eventId, app.id, data.username);
   if (adapterFor(app.kind).needsCredential) await settleCredential(engine, data.eventId);
   if (row.state === 'failed') throw new DeadLetterError(row.lastError ?? 'failed');
 }
 
+/** One delivery attempt: its job and its number (the row's `attempts` when it began). */
+interface Attempt {
+  data: DeliveryJob;
+  app: AppConfig;
+  jobId: string;
+  number: number;
+}
+
 /** Writes the attempt's outcome, lets go of (or holds) the user+app lock, and wakes who waited on it. */
-async function finishAttempt(
-  engine: Engine,
-  data: DeliveryJob,
-  app: AppConfig,
-  jobId: string,
-  lock: 'release' | 'hold',
-  patch?: RowPatch,
-) {
-  const out = await engine.store.finish({ ...data, app: app.id, jobId, patch, lock });
+async function finishAttempt(engine: Engine, attempt: Attempt, lock: 'release' | 'hold', patch?: RowPatch) {
+  const { data, app, jobId, number } = attempt;
+  const out = await engine.store.finish({
+    ...data,
+    app: app.id,
+    token: StatusStore.lockToken(jobId, number),
+    attempt: number,
+    patch,
+    lock,
+  });
   if (out.waiters.length > 0) {
     const queue = engine.queues.delivery.get(app.kind);
     await Promise.all(
@@ -255,27 +273,30 @@ const settleLimit = (app: AppConfig) => app.timeout + app.settle;
 /** The user+app lock outlives the longest an attempt can run, so a crashed worker's lock still covers it. */
 const lockTtl = (app: AppConfig) => settleLimit(app) + 5_000;
 
+/** Why an attempt was cut off before its target answered. */
+type CutOff = 'settle-limit' | 'shutdown' | 'lost';
+
 /**
- * One AbortController per attempt, aborted at `ms` (the settle limit) or on shutdown; `reason()`
- * says which, if either. (Cheaper than AbortSignal.timeout + AbortSignal.any, which on Node 20
- * cost two transferable signals per job and keep them alive until GC.)
+ * One AbortController per attempt, aborted at `ms` (the settle limit), on shutdown, or when the
+ * worker lost the job (`lost()`); `reason()` says which, if any. (Cheaper than AbortSignal.timeout
+ * + AbortSignal.any, which on Node 20 cost two transferable signals per job and keep them alive
+ * until GC.)
  */
 function abortAfter(ms: number, shutdown: AbortSignal) {
   const controller = new AbortController();
-  let reason: 'settle-limit' | 'shutdown' | undefined;
-  const onShutdown = () => {
-    reason ??= 'shutdown';
-    controller.abort(shutdown.reason);
+  let reason: CutOff | undefined;
+  const cut = (why: CutOff, err: unknown) => {
+    reason ??= why;
+    controller.abort(err);
   };
-  const timer = setTimeout(() => {
-    reason ??= 'settle-limit';
-    controller.abort(new Error(`no answer within ${formatDuration(ms)}`));
-  }, ms);
+  const onShutdown = () => cut('shutdown', shutdown.reason);
+  const timer = setTimeout(() => cut('settle-limit', new Error(`no answer within ${formatDuration(ms)}`)), ms);
   if (shutdown.aborted) onShutdown();
   else shutdown.addEventListener('abort', onShutdown, { once: true });
   return {
     signal: controller.signal,
     reason: () => reason,
+    lost: () => cut('lost', new Error('the worker lost its hold on the job')),
     clear() {
       clearTimeout(timer);
       shutdown.removeEventListener('abort', onShutdown);
@@ -319,7 +340,7 @@ function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-function classify(raw: unknown, cut: 'settle-limit' | 'shutdown' | undefined, app: AppConfig): DeliveryError {
+function classify(raw: unknown, cut: CutOff | undefined, app: AppConfig): DeliveryError {
   if (cut === 'settle-limit') {
     return new TransientDeliveryError(
       'TIMEOUT',
@@ -330,35 +351,53 @@ function classify(raw: unknown, cut: 'settle-limit' | 'shutdown' | undefined, ap
   if (cut === 'shutdown') {
     return new TransientDeliveryError('INTERRUPTED', 'the worker shut down during the delivery', { cause: raw });
   }
+  if (cut === 'lost') {
+    return new TransientDeliveryError(
+      'INTERRUPTED',
+      'the worker lost its hold on the job (Redis unreachable, or the process paused) during the delivery',
+      { cause: raw },
+    );
+  }
   if (raw instanceof DeliveryError) return raw;
   // An unexpected exception (a bug, or an error the adapter did not classify): retry, but say what it was.
   return new TransientDeliveryError('UNEXPECTED', errorMessage(raw), { cause: raw });
 }
 
-/** Retries a transient failure while the retry budget lasts (from the last operator retry); else dead-letters. */
+/**
+ * Retries a transient failure while the retry budget lasts (counted from the last operator
+ * retry), else dead-letters. An attempt cut off by shutdown or a lost job is always retried and
+ * not counted; any cut-off attempt keeps the user+app lock until its TTL, since the target may
+ * still be applying it.
+ */
 async function onFailure(
   engine: Engine,
   job: Job<DeliveryJob>,
   token: string | undefined,
-  app: AppConfig,
-  jobId: string,
+  attempt: Attempt,
   row: AppRow,
-  err: DeliveryError,
-  lock: 'release' | 'hold',
+  raw: unknown,
+  cut: CutOff | undefined,
 ): Promise<never> {
+  const { app } = attempt;
   const { eventId, username } = job.data;
   const { id: appId, kind } = app;
+  const err = classify(raw, cut, app);
   // Adapters redact where they build messages; this is the last line of defence for what is stored.
   const lastError = redactSecrets(`${err.code}: ${err.message}`);
-  if (err.retryable && row.attempts - (row.retryFrom ?? 0) < app.retry.attempts) {
-    const delay = Math.min(
-      app.retry.maxBackoff,
-      err.retryAfterMs !== undefined ? err.retryAfterMs : backoffDelay(row.attempts, app.retry),
-    );
-    const { row: next } = await finishAttempt(engine, job.data, app, jobId, lock, {
+  const lock = cut ? 'hold' : 'release';
+  const interrupted = cut === 'shutdown' || cut === 'lost';
+  if (interrupted || (err.retryable && row.attempts - (row.retryFrom ?? 0) < app.retry.attempts)) {
+    const delay = interrupted
+      ? 0
+      : Math.min(
+          app.retry.maxBackoff,
+          err.retryAfterMs !== undefined ? err.retryAfterMs : backoffDelay(row.attempts, app.retry),
+        );
+    const { row: next } = await finishAttempt(engine, attempt, lock, {
       state: 'retrying',
       lastError,
       dueAt: Date.now() + delay,
+      ...(interrupted ? { attempts: row.attempts - 1 } : {}),
     });
     engine.metrics.appJobs.inc({ kind, app: appId, outcome: 'retrying' });
     if (next) logTransition(engine, eventId, appId, next, { retryInMs: delay });
@@ -366,7 +405,7 @@ async function onFailure(
     await job.moveToDelayed(Date.now() + delay, token);
     throw new DelayedError();
   }
-  const { row: dead } = await finishAttempt(engine, job.data, app, jobId, lock, {
+  const { row: dead } = await finishAttempt(engine, attempt, lock, {
     state: 'failed',
     finishedAt: Date.now(),
     lastError,
@@ -406,7 +445,8 @@ export async function onJobFailed(engine: Engine, job: Job<DeliveryJob> | undefi
   if (!row) return;
   logTransition(engine, eventId, job.name, row);
   if (app) {
-    await finishAttempt(engine, job.data, app, job.id ?? deliveryJobId(eventId, app.id), 'release');
+    const jobId = job.id ?? deliveryJobId(eventId, app.id);
+    await finishAttempt(engine, { data: job.data, app, jobId, number: row.attempts }, 'release');
     await resolveDependents(engine, eventId, app.id, username);
   }
 }

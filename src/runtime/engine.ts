@@ -73,8 +73,9 @@ export function logTransition(engine: Engine, eventId: string, app: string, row:
 }
 
 /**
- * Wipes the event's credential once no credential app can still need it: every such app
- * is done, skipped or superseded. A failed one keeps it (until the vault TTL) for an operator retry.
+ * Wipes the event's credential once no credential app can still need it: every such app is done,
+ * skipped (on its own) or superseded. A failed one, or one skipped because a dependency failed,
+ * keeps it (until the vault TTL) for an operator retry.
  */
 export async function settleCredential(
   engine: Engine,
@@ -84,11 +85,12 @@ export async function settleCredential(
 ): Promise<void> {
   const ev = known ?? (await engine.store.getEvent(eventId));
   if (!ev?.meta.hasCredential) return;
+  // Skipped because a dependency failed is not final: an operator retry of that one runs it again.
   const pending = Object.values(ev.rows).some(
     (row) =>
       adapterFor(row.kind).needsCredential &&
       row.state !== 'done' &&
-      row.state !== 'skipped' &&
+      !(row.state === 'skipped' && !row.blockedBy) &&
       row.state !== 'superseded',
   );
   if (!pending) await engine.vault.delete(eventId);

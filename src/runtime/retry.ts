@@ -28,6 +28,21 @@ export async function retryApp(engine: Engine, eventId: string, appId: string, b
   const queue = engine.queues.delivery.get(row.kind);
   const old = queue ? await Job.fromId(queue, deliveryJobId(eventId, appId)) : undefined;
   if (row.state === 'active') await recordLostJob(engine, eventId, appId, old);
+  if ((row.state === 'scheduled' || row.state === 'retrying') && (!old || (await old.isFailed()))) {
+    // Left without its job (an earlier retry cut off by Redis halfway, a job removed by hand).
+    await requeueLost(engine, eventId, ev.meta.user.username, { [appId]: row });
+    return { ok: true, row };
+  }
+  if (old && (await old.isActive())) {
+    // Its worker is still recording the dead letter (or still running it): retrying now would
+    // leave a row scheduled with no job, since the job cannot be replaced while it runs.
+    return {
+      ok: false,
+      status: 409,
+      error: 'busy',
+      message: `app ${appId} is being finished by a worker; retry in a moment`,
+    };
+  }
   const now = Date.now();
   const reset = await engine.store.patchIf(eventId, appId, ['failed'], {
     state: 'scheduled',
@@ -46,9 +61,35 @@ export async function retryApp(engine: Engine, eventId: string, appId: string, b
   }
   logTransition(engine, eventId, appId, reset, { by });
   await unblockDependents(engine, eventId, appId);
-  if (old) await old.remove().catch(() => undefined);
+  if (old) await old.remove();
   await enqueueScheduled(engine, eventId, ev.meta.user.username, { [appId]: reset }, now);
   return { ok: true, row: reset };
+}
+
+/**
+ * Rows `scheduled` or `retrying` whose delivery job is gone, or still the dead letter they were
+ * retried from (a retry cut off by Redis between its steps, a job removed from the dashboard),
+ * would never run: add their jobs again. Harmless when the job exists (one job id per event and app).
+ */
+export async function requeueLost(
+  engine: Engine,
+  eventId: string,
+  username: string,
+  rows: Record<string, AppRow>,
+): Promise<void> {
+  const lost: Record<string, AppRow> = {};
+  for (const [app, row] of Object.entries(rows)) {
+    if (row.state !== 'scheduled' && row.state !== 'retrying') continue;
+    const queue = engine.queues.delivery.get(row.kind);
+    if (!queue) continue;
+    const job = await queue.getJob(deliveryJobId(eventId, app));
+    // A job still in the failed list belongs to the dead letter the row was retried from.
+    if (job && !(await job.isFailed())) continue;
+    await job?.remove();
+    lost[app] = { ...row, state: 'scheduled' };
+    engine.log.warn({ eventId, app }, 'a pending app had lost its delivery job: added again');
+  }
+  if (Object.keys(lost).length > 0) await enqueueScheduled(engine, eventId, username, lost);
 }
 
 /**

@@ -96,7 +96,7 @@ export class StatusStore {
       this.eventKey(meta.id),
       credential?.key ?? `${this.prefix}:vault:${meta.id}`,
       `${this.prefix}:seq`,
-      this.unqueuedKey,
+      this.unplannedKey,
       JSON.stringify(meta),
       meta.bodyHash,
       this.retentionMs,
@@ -118,34 +118,42 @@ export class StatusStore {
     this.clockOffsetMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - (before + after) / 2;
   }
 
-  private get unqueuedKey(): string {
-    return `${this.prefix}:unqueued`;
+  private get unplannedKey(): string {
+    return `${this.prefix}:unplanned`;
   }
 
   /**
-   * Events recorded more than `olderThanMs` ago and still not planned (at most `limit`), with the
-   * cut-off (Redis clock) to hand back to `dropUnqueued`.
+   * The last step of ingest, once the plan job is queued: the event counts only if this lands
+   * before `deadlineMs` (this process's clock) by Redis's clock.
    */
-  async unqueuedSince(olderThanMs: number, limit = 100): Promise<{ ids: string[]; before: number }> {
+  async acceptEvent(id: string, deadlineMs: number): Promise<'accepted' | 'expired' | 'gone'> {
+    return (await this.run('accept-event', this.eventKey(id), Math.round(deadlineMs + this.clockOffsetMs))) as
+      | 'accepted'
+      | 'expired'
+      | 'gone';
+  }
+
+  /** Events recorded more than `olderThanMs` ago and still not planned (at most `limit`). */
+  async unplannedSince(olderThanMs: number, limit = 100): Promise<string[]> {
     const [seconds, micros] = await this.redis.time();
     const before = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - olderThanMs;
-    return { ids: await this.redis.zrangebyscore(this.unqueuedKey, '-inf', before, 'LIMIT', 0, limit), before };
+    return this.redis.zrangebyscore(this.unplannedKey, '-inf', before, 'LIMIT', 0, limit);
   }
 
   /**
-   * Drops an event that was recorded but never queued (its caller was answered 503), with its
-   * credential — unless it was planned, or recorded again after `before`, meanwhile.
+   * Drops an event, with its credential, that was recorded but never accepted (its caller was
+   * answered 503) once it can no longer be: 'dropped', 'accepted' (kept), or 'pending' (it may
+   * still be accepted).
    */
-  async dropUnqueued(id: string, before: number): Promise<boolean> {
-    const dropped = await this.run(
-      'drop-unqueued',
+  async dropUnaccepted(id: string): Promise<'dropped' | 'accepted' | 'pending'> {
+    const out = await this.run(
+      'drop-unaccepted',
       this.eventKey(id),
       `${this.prefix}:vault:${id}`,
-      this.unqueuedKey,
+      this.unplannedKey,
       id,
-      before,
     );
-    return dropped === 1;
+    return out === 1 ? 'dropped' : out === 0 ? 'accepted' : 'pending';
   }
 
   async getEvent(id: string): Promise<StoredEvent | undefined> {
@@ -160,6 +168,7 @@ export class StatusStore {
     if (all._planned) meta.planned = true;
     if (all._supersededBy) meta.supersededBy = all._supersededBy;
     if (all._supersedes) meta.supersedes = JSON.parse(all._supersedes) as Record<string, string>;
+    if (all._acceptBy) meta.acceptBy = Number(all._acceptBy) - this.clockOffsetMs;
     return { meta, rows };
   }
 
@@ -182,7 +191,7 @@ export class StatusStore {
       'plan-event',
       this.eventKey(event.id),
       this.userKey(event.username),
-      this.unqueuedKey,
+      this.unplannedKey,
       event.id,
       event.occurredAtMs,
       this.retentionMs,
@@ -253,16 +262,24 @@ export class StatusStore {
     return { verdict: verdict as 'ok' | 'superseded' | 'finished', meta: parsed, row: JSON.parse(third) as AppRow };
   }
 
+  /** The value of the user+app lock while attempt `attempt` of job `jobId` holds it. */
+  static lockToken(jobId: string, attempt: number): string {
+    return `${jobId}#${attempt}`;
+  }
+
   /**
-   * Ends an attempt: patches the row (only while it is `active`; no patch leaves it) and
-   * releases (or, for an attempt cut off mid-flight, holds) the user+app lock. Returns the new
-   * row and the jobs that waited on the lock, to wake.
+   * Ends an attempt: patches the row (only while it is `active` in this attempt; no patch leaves
+   * it) and releases (or, for an attempt cut off mid-flight, holds) the user+app lock. Returns the
+   * new row and the jobs that waited on the lock, to wake.
    */
   async finish(args: {
     eventId: string;
     app: string;
     username: string;
-    jobId: string;
+    /** The attempt's lock token (`lockToken`). */
+    token: string;
+    /** The attempt number (the row's `attempts` when it began). */
+    attempt: number;
     patch?: RowPatch | undefined;
     lock: 'release' | 'hold';
   }): Promise<{ row?: AppRow; waiters: string[] }> {
@@ -272,14 +289,15 @@ export class StatusStore {
       this.lockKey(args.app, args.username),
       this.waitersKey(args.app, args.username),
       args.app,
-      args.jobId,
+      args.token,
       args.patch ? JSON.stringify(args.patch) : '',
       args.lock,
+      args.attempt,
     )) as string[];
     return row ? { row: JSON.parse(row) as AppRow, waiters } : { waiters };
   }
 
-  /** Whether `jobId` (or, without it, anyone) holds the user+app lock. */
+  /** Who holds the user+app lock (a lock token), if anyone. */
   async lockHolder(app: string, username: string): Promise<string | null> {
     return this.redis.get(this.lockKey(app, username));
   }

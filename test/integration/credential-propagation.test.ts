@@ -5,8 +5,11 @@ import { accessRequest } from '../../workers/radius/index.js';
 import { type Freeradius, startFreeradius } from '../support/freeradius.js';
 import { findInRedis } from '../support/redis-scan.js';
 import {
+  ADMIN_TOKEN,
   type EventStatus,
   passwordChanged,
+  RECEIVER_SECRET,
+  startReceiver,
   startRipple,
   startTestRedis,
   type TestRipple,
@@ -268,6 +271,42 @@ describe('failure paths', () => {
       expect(await slapd.canBind(slapd.userDN('fay'), 'Fay-Old-Passw0rd')).toBe(true);
     } finally {
       await t.close();
+    }
+  });
+
+  it('an ldap app skipped because its dependency failed keeps the credential, so an operator retry of that one succeeds', async () => {
+    let refuse = true;
+    const rx = await startReceiver((_req, _n, res) => res.writeHead(refuse ? 400 : 204).end());
+    await slapd.addUser('dora', 'Old-passw0rd-1');
+    const partner = { ...ldapApp(), id: 'partner-ldap', after: ['approve'] };
+    const t = await startRipple({
+      redisUrl: redis.url,
+      apps: [
+        ldapApp({ delay: '1s' }),
+        { id: 'approve', kind: 'webhook', retry: { attempts: 1 }, webhook: { url: rx.url, secret: RECEIVER_SECRET } },
+        partner,
+      ],
+    });
+    try {
+      const id = String(
+        (await t.send({ ...passwordChanged('dora'), credential: { password: 'N3w-passw0rd-2' } })).json.eventId,
+      );
+      const partial = await t.waitForEvent(id, ['partial'], 20_000);
+      expect(row(partial, 'corp-ldap').state).toBe('done');
+      expect(row(partial, 'partner-ldap')).toMatchObject({ state: 'skipped', blockedBy: 'approve' });
+      expect(await t.ripple.engine.vault.has(id)).toBe(true);
+      refuse = false;
+      await t.http.inject({
+        method: 'POST',
+        url: `/v1/events/${id}/apps/approve/retry`,
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      });
+      const done = await t.waitForEvent(id, ['done'], 20_000);
+      expect(row(done, 'partner-ldap').state).toBe('done');
+      await t.waitFor('the credential wiped once nothing needs it', async () => !(await t.ripple.engine.vault.has(id)));
+    } finally {
+      await t.close();
+      await rx.close();
     }
   });
 });

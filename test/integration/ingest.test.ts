@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { dropUnqueued } from '../../src/planner/planner.js';
+import { dropUnaccepted } from '../../src/planner/planner.js';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import {
   OLD_WEBHOOK_SECRET,
@@ -193,8 +193,8 @@ describe('admin routes', () => {
   });
 });
 
-describe('an event recorded but never queued (Redis failed between ingest steps)', () => {
-  it('is dropped by the janitor with its credential, while queued, retried and planned events stay', async () => {
+describe('an event recorded but never accepted (Redis failed between the steps of ingest)', () => {
+  it('is dropped by the janitor with its credential once its deadline passed; accepted events stay', async () => {
     const { store, vault, queues } = t.ripple.engine;
     const meta = (id: string) => ({
       id,
@@ -206,20 +206,25 @@ describe('an event recorded but never queued (Redis failed between ingest steps)
       bodyHash: `hash-${id}`,
       hasCredential: true,
     });
-    // Recorded, then the process (or Redis) failed before the plan job was added: the sender got 503.
-    expect(await store.createEvent(meta('evt_orphan'), vault.sealFor('evt_orphan', 'Orphan-pw-1'))).toBe('created');
+    // Recorded, then Redis failed before the plan job was queued and the event accepted: the sender got 503.
+    const deadline = Date.now() + 100;
+    expect(await store.createEvent(meta('evt_orphan'), vault.sealFor('evt_orphan', 'Orphan-pw-1'), deadline)).toBe(
+      'created',
+    );
     // Accepted normally (queued; this test's planner is off).
     expect((await t.send(passwordChanged('janet'), { id: 'evt_queued' })).status).toBe(202);
-    // Too late for Redis: refused before anything is written.
+    // Too late for Redis: refused before anything is written, and too late to accept.
     expect(await store.createEvent(meta('evt_late'), undefined, Date.now() - 1_000)).toBe('expired');
     expect(await store.getEvent('evt_late')).toBeUndefined();
+    expect(await store.acceptEvent('evt_orphan', Date.now() - 1_000)).toBe('expired');
 
-    await new Promise((r) => setTimeout(r, 50));
-    expect(await dropUnqueued(t.ripple.engine, 10)).toEqual(['evt_orphan']);
+    expect(await dropUnaccepted(t.ripple.engine, 0)).toEqual([]); // its deadline has not passed yet
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await dropUnaccepted(t.ripple.engine, 0)).toEqual(['evt_orphan']);
     expect(await store.getEvent('evt_orphan')).toBeUndefined();
     expect(await vault.has('evt_orphan')).toBe(false);
     expect(await store.getEvent('evt_queued')).toBeDefined();
     expect(await queues.events.getJob('plan.evt_queued')).toBeDefined();
-    expect(t.logs.some((l) => l.eventId === 'evt_orphan' && /never queued/.test(String(l.msg)))).toBe(true);
+    expect(t.logs.some((l) => l.eventId === 'evt_orphan' && /never accepted/.test(String(l.msg)))).toBe(true);
   });
 });

@@ -318,3 +318,103 @@ describe('rate limit', () => {
     expect(Math.max(...perWindow.values())).toBeLessThanOrEqual(5 + 1);
   });
 });
+
+describe('what the review found (each failed before its fix)', () => {
+  it('a sender clock a few minutes fast does not outrank a change received after it', async () => {
+    const rx = await receiver();
+    const t = await ripple({ apps: [webhookApp('dir', rx.url, { delay: '300ms' })] });
+    // The menu-bar app on a laptop whose clock is 4 minutes fast, then the web portal.
+    const desktop = await t.send({ ...passwordChanged('lena'), occurredAt: at(4 * 60_000) });
+    const d = await t.waitForEvent(String(desktop.json.eventId), ['done']);
+    // Taken as received: a change cannot have happened after Ripple received it.
+    expect(Date.parse(String(d.occurredAt))).toBeLessThanOrEqual(Date.parse(String(d.receivedAt)));
+    const portal = await t.send(passwordChanged('lena'));
+    expect((await t.waitForEvent(String(portal.json.eventId), ['done', 'superseded'])).state).toBe('done');
+  });
+
+  it('a rate limit loosened across a restart still delivers (windows do not depend on per)', async () => {
+    const rx = await receiver();
+    const prefix = `ratechange${Date.now()}`;
+    const before = await ripple({ prefix, apps: [webhookApp('vpn', rx.url, { rateLimit: { max: 1, per: '1s' } })] });
+    for (let i = 0; i < 6; i++) await before.send(passwordChanged(`b${i}`));
+    await before.waitFor('the first delivery', async () => rx.requests.length >= 1);
+    await before.close();
+    const after = await ripple({ prefix, apps: [webhookApp('vpn', rx.url, { rateLimit: { max: 600, per: '1m' } })] });
+    const sent = await after.send(passwordChanged('fresh'));
+    expect((await after.waitForEvent(String(sent.json.eventId), ['done'], 15_000)).state).toBe('done');
+  });
+
+  it('a reserved rate-limit slot that passed while the workers were busy is not used: never more than max per window', async () => {
+    const limitedAt: number[] = [];
+    const rx = await receiver((req, _n, res) => {
+      if (carried(req).app === 'limited') {
+        limitedAt.push(req.at);
+        return void res.writeHead(204).end();
+      }
+      setTimeout(() => res.writeHead(204).end(), 3_000); // a slow app holds both worker slots
+    });
+    const t = await ripple({
+      apps: [
+        webhookApp('limited', rx.url, { assign: { groups: ['l'] }, rateLimit: { max: 1, per: '1s' } }),
+        webhookApp('slow', rx.url, { assign: { groups: ['s'] } }),
+      ],
+      service: { workers: { concurrency: { webhook: 2 }, drainTimeout: '5s' } },
+    });
+    const user = (name: string, group: string) => ({
+      ...passwordChanged(name),
+      user: { id: `u-${name}`, username: name, groups: [group] },
+    });
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push(String((await t.send(user(`l${i}`, 'l'))).json.eventId));
+    await t.waitFor('the first limited delivery', async () => limitedAt.length >= 1);
+    await new Promise((r) => setTimeout(r, 200));
+    for (let i = 0; i < 2; i++) await t.send(user(`s${i}`, 's'));
+    for (const id of ids) await t.waitForEvent(id, ['done'], 20_000);
+    const perWindow = new Map<number, number>();
+    for (const when of limitedAt)
+      perWindow.set(Math.floor(when / 1000), (perWindow.get(Math.floor(when / 1000)) ?? 0) + 1);
+    expect(Math.max(...perWindow.values()), limitedAt.map((a) => a - (limitedAt[0] ?? 0)).join(', ')).toBe(1);
+  });
+
+  it('a delivery waiting for its rate-limit slot tells the user when it will run, not a time already past', async () => {
+    const rx = await receiver();
+    const t = await ripple({ apps: [webhookApp('vpn', rx.url, { rateLimit: { max: 1, per: '2s' } })] });
+    for (let i = 0; i < 4; i++) await t.send(passwordChanged(`p${i}`));
+    await t.waitFor('the first delivery', async () => rx.requests.length >= 1);
+    await new Promise((r) => setTimeout(r, 500));
+    const res = await t.http.inject({ url: '/v1/users/p3/propagation', headers: admin });
+    const app = (res.json() as { apps: { state: string; dueAt: string }[] }).apps[0];
+    expect(app?.state).toBe('scheduled');
+    expect(Date.parse(String(app?.dueAt))).toBeGreaterThan(Date.now());
+  });
+
+  it('an operator retry racing the dead letter is refused (busy), never leaving the app scheduled with no job', async () => {
+    let refuse = true;
+    const rx = await receiver((_req, _n, res) => res.writeHead(refuse ? 400 : 204).end());
+    const t = await ripple({ apps: [webhookApp('app', rx.url)] });
+    const store = t.ripple.engine.store;
+    const realFinish = store.finish.bind(store);
+    let firstRetry: { statusCode: number; body: string } | undefined;
+    store.finish = async (args) => {
+      const out = await realFinish(args);
+      if (args.patch?.state === 'failed' && !firstRetry) {
+        // The operator saw `failed` and pressed retry while the worker was still finishing.
+        refuse = false;
+        firstRetry = await t.http.inject({
+          method: 'POST',
+          url: `/v1/events/${args.eventId}/apps/app/retry`,
+          headers: admin,
+        });
+      }
+      return out;
+    };
+    const id = String((await t.send(passwordChanged('oscar'))).json.eventId);
+    await t.waitFor('the early retry', async () => firstRetry);
+    expect(firstRetry?.statusCode).toBe(409);
+    expect(JSON.parse(String(firstRetry?.body))).toMatchObject({ error: 'busy' });
+    await t.waitForEvent(id, ['partial']);
+    const retry = await t.http.inject({ method: 'POST', url: `/v1/events/${id}/apps/app/retry`, headers: admin });
+    expect(retry.statusCode).toBe(202);
+    expect((await t.waitForEvent(id, ['done'])).apps[0]).toMatchObject({ state: 'done' });
+  });
+});

@@ -7,15 +7,16 @@
   4. another change for this user and app is in flight   -> 'locked', meta, wait ms, holder
      (this job is added to the lock's waiters, woken when it is released)
   5. the app's rate limit has no room in this window     -> 'limited', meta, wait ms
-     (the job gets its own slot in a later window and runs then without asking again)
-  6. otherwise: take the lock, row -> active, count the attempt -> 'ok', meta, row
+     (the job gets its own slot in a later window, written as the row's dueAt, and runs then
+     without asking again; a slot whose window has passed is given up for a fresh one)
+  6. otherwise: take the lock for this attempt, row -> active, count the attempt -> 'ok', meta, row
 
   KEYS[1] event hash
   KEYS[2] user hash            (app -> rank of the newest change)
-  KEYS[3] user+app lock        (value: the delivery job id holding it)
+  KEYS[3] user+app lock        (value: `<job id>#<attempt>` of the attempt holding it)
   KEYS[4] lock waiters         (set of job ids)
-  KEYS[5] rate state           (hash: w = window index being filled, n = slots taken in it)
-  KEYS[6] rate reservations    (hash: job id -> window index)
+  KEYS[5] rate state           (hash: w = start (epoch ms) of the window being filled, n = slots taken in it)
+  KEYS[6] rate reservations    (hash: job id -> start of its window; the row's dueAt says it too)
 
   ARGV[1] app id
   ARGV[2] event id
@@ -50,8 +51,11 @@ if latest then
   end
 end
 
+-- Any holder blocks, an earlier attempt of this same job included: a worker that crashed, was
+-- paused or lost Redis may still have that attempt open at the target, so its outcome is
+-- unknown until it settles (it lets go) or its TTL ends.
 local holder = redis.call('GET', lock)
-if holder and holder ~= job then
+if holder then
   local left = math.max(redis.call('PTTL', lock), 50)
   redis.call('SADD', waiters, job)
   redis.call('PEXPIRE', waiters, left + 60000)
@@ -59,28 +63,33 @@ if holder and holder ~= job then
 end
 
 if max > 0 then
-  local window = math.floor(now / per)
-  local reserved = redis.call('HGET', resv, job)
-  if reserved then
-    reserved = tonumber(reserved)
-    if reserved > window then return {'limited', meta, tostring(reserved * per - now)} end
-    redis.call('HDEL', resv, job)
-  else
-    local w = tonumber(redis.call('HGET', rate, 'w') or '-1')
+  -- Windows are named by their start (epoch ms), so a changed `per` never reads an old index.
+  local window = now - (now % per)
+  local reserved = tonumber(redis.call('HGET', resv, job))
+  if reserved and reserved > now then
+    return {'limited', meta, tostring(reserved - now)}
+  end
+  if reserved then redis.call('HDEL', resv, job) end
+  -- A slot reserved in a window that has passed (the job ran late) is not used: a fresh one is
+  -- taken, so no window ever admits more than `max`.
+  if reserved ~= window then
+    local w = tonumber(redis.call('HGET', rate, 'w') or '0')
     local n = tonumber(redis.call('HGET', rate, 'n') or '0')
-    if w < window then w, n = window, 0 end
-    if n >= max then w, n = w + 1, 0 end
+    if w < window or w % per ~= 0 then w, n = window, 0 end
+    if n >= max then w, n = w + per, 0 end
     n = n + 1
     redis.call('HSET', rate, 'w', w, 'n', n)
-    redis.call('PEXPIRE', rate, (w + 2) * per - now)
+    redis.call('PEXPIRE', rate, w + 2 * per - now)
     if w > window then
       redis.call('HSET', resv, job, w)
-      redis.call('PEXPIRE', resv, (w + 2) * per - now)
-      return {'limited', meta, tostring(w * per - now)}
+      redis.call('PEXPIRE', resv, w + 2 * per - now)
+      patch_row(ev, app, {dueAt = w})
+      return {'limited', meta, tostring(w - now)}
     end
   end
 end
 
-redis.call('SET', lock, job, 'PX', ttl)
-row = patch_row(ev, app, {state = 'active', startedAt = now, attempts = (row.attempts or 0) + 1})
+local attempt = (row.attempts or 0) + 1
+redis.call('SET', lock, job .. '#' .. attempt, 'PX', ttl)
+row = patch_row(ev, app, {state = 'active', startedAt = now, attempts = attempt})
 return {'ok', meta, cjson.encode(row)}

@@ -4,15 +4,18 @@
   KEYS[1] event hash            (<prefix>:ev:<id>)
   KEYS[2] vault entry           (<prefix>:vault:<id>)
   KEYS[3] arrival sequence      (<prefix>:seq)
-  KEYS[4] events not yet queued (<prefix>:unqueued, zset: event id -> when recorded; planning
-                                 takes an event out, a janitor drops those never queued)
+  KEYS[4] events not yet planned (<prefix>:unplanned, zset: event id -> when last recorded;
+                                 planning takes an event out, a janitor drops those never accepted)
 
   ARGV[1] event meta (JSON)
   ARGV[2] sha256 of the body
   ARGV[3] status retention, ms
   ARGV[4] sealed credential, or ''
   ARGV[5] vault ttl, ms
-  ARGV[6] deadline in epoch ms of the Redis clock, or '': the request's caller gives up then
+  ARGV[6] deadline in epoch ms of the Redis clock, or '': the request's caller gives up then.
+          The event is then recorded as not yet accepted (`_acceptBy`): `accept-event` makes it
+          count once its plan job is queued, before that deadline; the planner waits for that,
+          and drops it if the deadline passes first.
   ARGV[7] event id
 
   Returns:
@@ -34,10 +37,15 @@ if existing then
   if redis.call('HEXISTS', KEYS[1], '_planned') == 0 then
     if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5], 'NX') end
     redis.call('ZADD', KEYS[4], now, ARGV[7]) -- a retry: not a candidate to drop for a while
+    -- Not accepted yet: this retry gets its own chance to be.
+    if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], '_acceptBy') == 1 then
+      redis.call('HSET', KEYS[1], '_acceptBy', ARGV[6])
+    end
   end
   return 'same'
 end
 redis.call('HSET', KEYS[1], '_meta', ARGV[1], '_seq', redis.call('INCR', KEYS[3]))
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], '_acceptBy', ARGV[6]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[4], now, ARGV[7])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end

@@ -6,7 +6,7 @@
 
   KEYS[1] event hash
   KEYS[2] user hash            (<prefix>:user:<username lowercased>; app -> rank, _latest -> rank)
-  KEYS[3] events not yet queued (see create-event): planned, so no longer a candidate to drop
+  KEYS[3] events not yet planned (see create-event): planned, so no longer a candidate to drop
 
   ARGV[1] event id
   ARGV[2] occurredAt, epoch ms
