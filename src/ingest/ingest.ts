@@ -135,14 +135,9 @@ export async function ingestEvent(
   };
   const sealed = body.credential ? engine.vault.sealFor(eventId, body.credential.password) : undefined;
   signal?.throwIfAborted();
-  // Redis refuses the write itself once we have stopped waiting for it (a command timeout answers
-  // 503), a little before, so that a write it still makes is answered in time.
-  const commandDeadline = Date.now() + REQUEST_REDIS_TIMEOUT_MS - 250;
-  const created = await engine.store.createEvent(
-    meta,
-    sealed,
-    Math.min(deadlineMs ?? commandDeadline, commandDeadline),
-  );
+  // Redis refuses a step itself once we have stopped waiting for it (a command timeout answers
+  // 503), a little before, so that a step it still takes is answered in time.
+  const created = await beforeDeadline(engine, deadlineMs, (by) => engine.store.createEvent(meta, sealed, by));
   if (created === 'expired') return TOO_LATE;
   if (created === 'conflict') {
     engine.metrics.eventsReceived.inc({ outcome: 'conflict' });
@@ -154,8 +149,9 @@ export async function ingestEvent(
   // Only now does the event count — if Redis takes this step before the deadline. A Redis that
   // froze before queueing the plan runs the queueing late, but then never this.
   signal?.throwIfAborted();
-  const acceptBy = Math.min(deadlineMs ?? Number.POSITIVE_INFINITY, Date.now() + REQUEST_REDIS_TIMEOUT_MS - 250);
-  if ((await engine.store.acceptEvent(eventId, acceptBy)) !== 'accepted') return TOO_LATE;
+  if ((await beforeDeadline(engine, deadlineMs, (by) => engine.store.acceptEvent(eventId, by))) !== 'accepted') {
+    return TOO_LATE;
+  }
   engine.metrics.eventsReceived.inc({ outcome: created === 'created' ? 'accepted' : 'duplicate' });
   if (created === 'created') {
     engine.log.info(
@@ -166,8 +162,26 @@ export async function ingestEvent(
   return { status: 202, body: { eventId, statusUrl: statusUrl(engine, eventId) } };
 }
 
+/**
+ * Runs one deadline-checked ingest step. Redis judges the deadline by its own clock; when it says
+ * "expired" although our deadline is still well ahead (the host clock stepped since the offset was
+ * measured), the offset is measured again and the step tried once more.
+ */
+async function beforeDeadline<T>(
+  engine: Engine,
+  callerDeadline: number | undefined,
+  step: (deadlineMs: number) => Promise<T | 'expired'>,
+): Promise<T | 'expired'> {
+  const by = Math.min(callerDeadline ?? Number.POSITIVE_INFINITY, Date.now() + REQUEST_REDIS_TIMEOUT_MS - 250);
+  const answer = await step(by);
+  if (answer !== 'expired' || Date.now() > by - 250) return answer;
+  await engine.store.syncClock();
+  return step(by);
+}
+
 export function statusUrl(engine: Engine, eventId: string): string {
   const path = `/v1/events/${encodeURIComponent(eventId)}`;
   const issuer = engine.config.service.issuer;
-  return issuer ? new URL(path, issuer).toString() : path;
+  // Under the issuer's own path (https://sso.example.org/ripple → …/ripple/v1/events/…).
+  return issuer ? `${issuer.replace(/\/+$/, '')}${path}` : path;
 }

@@ -101,6 +101,11 @@ async function processDelivery(
   });
   switch (gate.verdict) {
     case 'gone':
+      // The event's status expired (status.retention) before this app ran: say so, loudly.
+      engine.log.warn(
+        { eventId, app: appId },
+        'app not run: the event is gone (status.retention passed before it ran)',
+      );
       return;
     case 'finished':
       return finishBookkeeping(engine, app, job.data, gate.row);

@@ -100,7 +100,9 @@ export async function recordLostJob(engine: Engine, eventId: string, appId: stri
   if (!job) {
     const kind = (await engine.store.getRow(eventId, appId))?.kind;
     const queue = kind ? engine.queues.delivery.get(kind) : undefined;
-    job = queue ? await Job.fromId(queue, deliveryJobId(eventId, appId)) : undefined;
+    // No such kind in this process's config (a config rolling out): not ours to judge.
+    if (!queue) return;
+    job = await Job.fromId(queue, deliveryJobId(eventId, appId));
   }
   const state = job ? await job.getState() : 'missing';
   if (state !== 'failed' && state !== 'missing' && state !== 'unknown') return;

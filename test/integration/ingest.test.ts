@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { dropUnaccepted } from '../../src/planner/planner.js';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import {
@@ -226,5 +226,34 @@ describe('an event recorded but never accepted (Redis failed between the steps o
     expect(await store.getEvent('evt_queued')).toBeDefined();
     expect(await queues.events.getJob('plan.evt_queued')).toBeDefined();
     expect(t.logs.some((l) => l.eventId === 'evt_orphan' && /never accepted/.test(String(l.msg)))).toBe(true);
+  });
+});
+
+describe('ingest details the review found', () => {
+  it('statusUrl keeps a path in issuer', async () => {
+    const r = await startRipple({
+      redisUrl: redis.url,
+      apps: [],
+      service: { issuer: 'https://sso.example.org/ripple' },
+      workers: false,
+      planner: false,
+    });
+    try {
+      const res = await r.send(passwordChanged('ivy'), { id: 'evt_status_url' });
+      expect(res.json.statusUrl).toBe('https://sso.example.org/ripple/v1/events/evt_status_url');
+    } finally {
+      await r.close();
+    }
+  });
+
+  it('a host clock that stepped back after start-up does not make every event 503: the offset to Redis is measured again', async () => {
+    const realNow = Date.now.bind(Date);
+    const stepped = vi.spyOn(Date, 'now').mockImplementation(() => realNow() - 5_000);
+    try {
+      const res = await t.send(passwordChanged('walt'), { id: 'evt_clock_step', timestamp: new Date(realNow()) });
+      expect(res.status).toBe(202);
+    } finally {
+      stepped.mockRestore();
+    }
   });
 });
