@@ -46,10 +46,12 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'start': {
       const { values } = parseArgs({ args: rest, options: { 'data-dir': { type: 'string' } } });
+      portFromEnv();
       return run('start', { api: true, planner: true, workers: 'all', dataDir: values['data-dir'] });
     }
     case 'serve':
       parseArgs({ args: rest, options: {} });
+      portFromEnv();
       return run('serve', { api: true, planner: true, workers: [] });
     case 'worker': {
       const { values } = parseArgs({
@@ -60,11 +62,12 @@ async function main(argv: string[]): Promise<number> {
         api: false,
         planner: false,
         workers: values.kind?.length ? values.kind : 'all',
-        metricsPort: values['metrics-port'] ? Number(values['metrics-port']) : undefined,
+        metricsPort: values['metrics-port'] === undefined ? undefined : port(values['metrics-port'], '--metrics-port'),
       });
     }
     case 'config':
       if (rest[0] !== 'check') return usage(`unknown config command "${rest[0] ?? ''}"`);
+      parseArgs({ args: rest.slice(1), options: {} });
       return configCheck();
     case 'plan':
       return plan(rest);
@@ -86,6 +89,26 @@ async function main(argv: string[]): Promise<number> {
 function usage(problem: string): number {
   console.error(`ripple: ${problem}\n\n${USAGE}`);
   return 2;
+}
+
+/** A wrong command line: `main` prints it with the usage text and exits 2. */
+class UsageError extends Error {}
+
+/** A TCP port number from the command line or the environment, refused before anything starts. */
+function port(value: string, what: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > 65_535) throw new UsageError(`${what} "${value}" is not a port number (0-65535)`);
+  return n;
+}
+
+/** PORT, or 8080 when unset or empty. */
+function portFromEnv(): number {
+  return env.PORT ? port(env.PORT, 'PORT') : 8080;
+}
+
+/** HOST (127.0.0.1 when unset or empty) as a URL host: an IPv6 address goes in brackets. */
+function hostForUrl(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }
 
 function load(): LoadedConfig {
@@ -127,17 +150,25 @@ async function run(
     dataDir: dataDirOption(roles.dataDir),
   });
   const { log } = ripple.engine;
+  for (const warning of config.warnings) log.warn({ file: warning.file, key: warning.key }, warning.reason);
   const drainMs = ripple.engine.config.service.workers.drainTimeout;
+  const delivers = roles.workers === 'all' || roles.workers.length > 0;
   const grace = closeWithGrace(
     {
-      // A backstop only: close() itself stops waiting shortly after the drain timeout.
+      // A backstop only: close() itself stops waiting shortly after the drain timeout. (drainTimeout
+      // is at most 24 days, so this stays within what a timer can wait.)
       delay: drainMs + 6_000,
       logger: false,
       onTimeout: (ms) => log.error({ ms }, 'shutdown did not finish in time; exiting'),
     },
     async ({ signal, err }) => {
       if (err) log.error({ err }, 'fatal error, shutting down');
-      else log.info({ signal }, 'shutting down: draining active deliveries');
+      else if (delivers) {
+        log.info(
+          { signal, drainMs },
+          'shutting down: taking no new job; active deliveries may finish for workers.drainTimeout',
+        );
+      } else log.info({ signal }, 'shutting down');
       const report = await ripple.close();
       // A non-zero exit tells the supervisor that work may have been left unrecorded (logged above).
       if (!report.clean) throw new Error('shutdown incomplete');
@@ -147,9 +178,9 @@ async function run(
     if (roles.planner) ripple.startPlanner();
     if (roles.workers === 'all') ripple.startWorkers();
     else if (roles.workers.length > 0) ripple.startWorkers(roles.workers);
-    if (roles.workers === 'all' || roles.workers.length > 0) await ripple.reportLeftovers();
+    if (delivers) await ripple.reportLeftovers();
     if (roles.api) {
-      const address = await ripple.listen(Number(env.PORT || 8080), host);
+      const address = await ripple.listen(portFromEnv(), host);
       log.info({ address, apps: ripple.engine.apps.size, kinds: ripple.runningKinds }, 'ripple is up');
     } else if (roles.metricsPort !== undefined) {
       const address = await ripple.listen(roles.metricsPort, host, false);
@@ -185,6 +216,7 @@ function table(rows: string[][]): string {
 
 function configCheck(): number {
   const config = load();
+  for (const warning of config.warnings) console.error(`ripple: ${warning.message}`);
   console.log(`config ${config.dir}: OK, ${config.apps.length} app(s)\n`);
   const rows = [['ID', 'KIND', 'ACTION', 'DELAY', 'JITTER', 'AFTER', 'ASSIGN', 'ENABLED']];
   for (const app of config.apps) {
@@ -230,8 +262,10 @@ function plan(args: string[]): number {
     options: { user: { type: 'string' }, groups: { type: 'string' }, at: { type: 'string' } },
   });
   if (!values.user) return usage('plan needs --user NAME');
-  const at = values.at ? Date.parse(values.at) : Date.now();
-  if (Number.isNaN(at)) return usage(`--at "${values.at}" is not a date-time`);
+  // Date.parse alone reads almost anything ("1" is 2001): only ISO 8601 is taken.
+  const iso = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
+  const at = values.at === undefined ? Date.now() : iso.test(values.at) ? Date.parse(values.at) : Number.NaN;
+  if (Number.isNaN(at)) return usage(`--at "${values.at}" is not an ISO 8601 date-time (e.g. 2026-11-27T07:00:00Z)`);
   const config = load();
   const groups = values.groups ? values.groups.split(',').filter(Boolean) : [];
   // Jitter shown as its midpoint: the plan is a forecast, the real run draws it.
@@ -294,8 +328,14 @@ async function emit(args: string[]): Promise<number> {
   const payload = JSON.stringify(body);
   const id = `evt_${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
   const now = new Date();
-  const url = values.url ?? `http://${env.HOST || '127.0.0.1'}:${env.PORT || 8080}`;
-  const target = new URL('/v1/events', url);
+  const base = values.url ?? `http://${hostForUrl(env.HOST || '127.0.0.1')}:${portFromEnv()}`;
+  let target: URL;
+  try {
+    // Relative to the base's path, so a Ripple behind a proxy at https://h/ripple gets …/ripple/v1/events.
+    target = new URL('v1/events', base.endsWith('/') ? base : `${base}/`);
+  } catch {
+    return usage(`--url "${base}" is not a URL (e.g. http://127.0.0.1:8080)`);
+  }
   let res: Response;
   let text: string;
   try {
@@ -332,6 +372,10 @@ main(process.argv.slice(2)).then(
     if (code !== 0) process.exitCode = code;
   },
   (err: unknown) => {
+    if (err instanceof UsageError || String((err as NodeJS.ErrnoException)?.code).startsWith('ERR_PARSE_ARGS')) {
+      process.exitCode = usage(errorMessage(err));
+      return;
+    }
     if (err instanceof ConfigErrors) {
       console.error(
         `ripple: invalid configuration in ${configDir()}:\n${err.errors.map((e) => `  ${e.message}`).join('\n')}`,

@@ -6,7 +6,7 @@ import { targetKinds } from '../../workers/index.js';
 import { ConfigError, ConfigErrors } from '../errors.js';
 import { loadSigningKeys, type SigningKeys } from '../signing/keys.js';
 import type { TargetAdapter } from '../targets/adapter.js';
-import { checkCredentialLifetime } from './credential-lifetime.js';
+import { checkReach, type KindTraits, rateLimitWarnings } from './credential-lifetime.js';
 import { formatPath, resolveEnv } from './env.js';
 import { APP_ID, appSchemaFor, serviceSchema } from './schema.js';
 import type { SchemaContext } from './schema-context.js';
@@ -20,6 +20,8 @@ export interface LoadedConfig {
   signing?: SigningKeys | undefined;
   /** Every app file, enabled or not, in id order. */
   apps: AppConfig[];
+  /** What is allowed but worth an operator's attention (`config check` and start-up show them). */
+  warnings: ConfigError[];
 }
 
 /**
@@ -54,7 +56,7 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
   const appsDir = join(root, 'apps');
   const files = existsSync(appsDir)
     ? readdirSync(appsDir)
-        .filter((f) => /\.ya?ml$/.test(f))
+        .filter((f) => /\.ya?ml$/i.test(f))
         .sort()
     : [];
   const seen = new Map<string, string>();
@@ -80,8 +82,11 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
   }
 
   checkDependencies(apps, broken, errors);
+  const warnings: ConfigError[] = [];
   if (service) {
-    checkCredentialLifetime(apps, (kind) => adapterOf(kind).needsCredential, service.vault.ttl, errors);
+    checkReach(apps, traitsOf, { key: 'vault.ttl', ms: service.vault.ttl }, errors);
+    checkReach(apps, traitsOf, { key: 'status.retention', ms: service.status.retention }, errors);
+    warnings.push(...rateLimitWarnings(apps, traitsOf, service.vault.ttl));
     const sessionApp = apps.find((a) => a.enabled && a.category === 'session');
     if (sessionApp && !service.issuer) {
       errors.push(
@@ -109,7 +114,7 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
   }
   if (errors.length > 0 || !service) throw new ConfigErrors(errors);
   apps.sort((a, b) => a.id.localeCompare(b.id));
-  return { dir: root, service, signing, apps };
+  return { dir: root, service, signing, apps, warnings };
 }
 
 function kindList(): string {
@@ -119,6 +124,8 @@ function kindList(): string {
 function adapterOf(kind: string): TargetAdapter {
   return targetKinds[kind as keyof typeof targetKinds] as TargetAdapter;
 }
+
+const traitsOf = (kind: string): KindTraits => adapterOf(kind);
 
 function isMapping(value: unknown): value is Record<string, unknown> {
   return !!value && typeof value === 'object' && !Array.isArray(value);
@@ -203,6 +210,11 @@ function validate<T extends z.ZodType>(
   return undefined;
 }
 
+function didYouMean(word: unknown, candidates: readonly string[]): string {
+  const guess = typeof word === 'string' ? closest(word, candidates) : undefined;
+  return guess ? ` (did you mean "${guess}"?)` : '';
+}
+
 function unknownKey(key: string, expected: readonly string[]): string {
   const guess = closest(key, expected);
   return [
@@ -250,7 +262,7 @@ function parseApp(yaml: YamlFile, file: string, ctx: SchemaContext, errors: Conf
         'kind',
         kind === undefined
           ? `required (one of: ${kindList()})`
-          : `unknown kind "${String(kind)}" (known: ${kindList()})`,
+          : `unknown kind "${String(kind)}"${didYouMean(kind, Object.keys(targetKinds))} (known: ${kindList()})`,
       ),
     );
     return undefined;
@@ -260,11 +272,15 @@ function parseApp(yaml: YamlFile, file: string, ctx: SchemaContext, errors: Conf
     errors.push(new ConfigError(file, kind, `a ${kind} app needs its "${kind}:" block`));
     return undefined;
   }
-  // An app's id is how everything else refers to it: it must be written out, never unset.
-  const skip = unresolved.filter((p) => p[0] !== 'id');
+  // An app's id is how everything else refers to it: it must be set, even in a disabled app.
+  const idUnset = yaml.envErrors.find((e) => e.key === 'id');
+  if (idUnset && !enabled) {
+    errors.push(new ConfigError(file, 'id', `${idUnset.reason}: an app's id must be set even when it is disabled`));
+  }
+  const skip = unresolved;
   const before = errors.length;
   let parsed = validate(appSchemaFor(adapter, ctx), tree, file, errors, skip);
-  if (enabled && unresolved.length > 0) return undefined;
+  if (idUnset || (enabled && unresolved.length > 0)) return undefined;
   if (!parsed && errors.length === before && unresolved.length > 0) {
     // Disabled, and only the unset values failed: keep the app (its id, enabled: false and
     // timing matter to other apps) with its block as written, since nothing will use it.

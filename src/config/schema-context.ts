@@ -16,10 +16,21 @@ export interface FileRef {
 }
 
 /**
+ * The longest a duration that Ripple waits out on a timer (`timeout` + `settle`,
+ * `workers.drainTimeout`) may be: Node's timers fire at once beyond 2^31−1 ms (24.8 days).
+ */
+export const LONGEST_TIMER_MS = 24 * 86_400_000;
+
+/** Why a timed duration is refused (see LONGEST_TIMER_MS). */
+export const timerLimit = (what: string) =>
+  `${what} at most 24d: Ripple waits it out on a timer, and timers cannot wait longer than about 24.8 days`;
+
+/**
  * A duration in the one grammar of `duration.ts` (`250ms`, `30s`, `1h30m`, `0`), as milliseconds.
  * `positive`: refuse 0 too (a timeout or a rate-limit window of nothing means nothing).
+ * `timer`: refuse more than LONGEST_TIMER_MS (a value Ripple waits out on a timer).
  */
-export const duration = (opts: { positive?: boolean } = {}) =>
+export const duration = (opts: { positive?: boolean; timer?: boolean } = {}) =>
   z
     .union([z.string(), z.number()], {
       error: (issue) => {
@@ -36,6 +47,10 @@ export const duration = (opts: { positive?: boolean } = {}) =>
       }
       if (opts.positive && result.ms === 0) {
         ctx.addIssue({ code: 'custom', message: 'must be longer than 0 (e.g. 1s)' });
+        return z.NEVER;
+      }
+      if (opts.timer && result.ms > LONGEST_TIMER_MS) {
+        ctx.addIssue({ code: 'custom', message: timerLimit('must be') });
         return z.NEVER;
       }
       return result.ms;

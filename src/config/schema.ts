@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { signingSchema } from '../signing/keys.js';
 import type { TargetAdapter } from '../targets/adapter.js';
 import { formatDuration } from './duration.js';
-import { duration, type SchemaContext } from './schema-context.js';
+import { duration, LONGEST_TIMER_MS, type SchemaContext, timerLimit } from './schema-context.js';
 import { closest } from './suggest.js';
 
 export const APP_ID = /^[a-z0-9][a-z0-9-]*$/;
@@ -59,7 +59,7 @@ export const serviceSchema = z.strictObject({
       /** Concurrent jobs per worker process, per kind; unset kinds use the kind's default. */
       concurrency: z.record(z.string(), z.number().int().min(1).max(1000)).default({}),
       /** On SIGTERM, how long active deliveries may run before the process exits anyway. */
-      drainTimeout: duration().default(30_000),
+      drainTimeout: duration({ timer: true }).default(30_000),
     })
     .default({ concurrency: {}, drainTimeout: 30_000 }),
   status: z
@@ -130,12 +130,12 @@ export const commonAppShape = {
   after: z.array(z.string().regex(APP_ID, 'not an app id')).default([]),
   retry: retrySchema.default({ attempts: 12, backoff: 5_000, maxBackoff: 3_600_000 }),
   rateLimit: z.strictObject({ max: z.number().int().min(1), per: duration({ positive: true }) }).optional(),
-  timeout: duration({ positive: true }).default(10_000),
+  timeout: duration({ positive: true, timer: true }).default(10_000),
   /**
    * After `timeout`, how much longer an attempt keeps its connection open (and every other change
    * for the same user and app waiting), since the target may still be applying it.
    */
-  settle: duration().default(30_000),
+  settle: duration({ timer: true }).default(30_000),
 };
 
 /**
@@ -147,16 +147,27 @@ export const commonAppShape = {
 export function appSchemaFor(adapter: TargetAdapter, ctx: SchemaContext, settings?: z.ZodType) {
   const actions = adapter.actions as readonly [string, ...string[]];
   const { id, name, enabled, assign, ...timing } = commonAppShape;
-  return z.strictObject({
-    id,
-    name,
-    kind: z.literal(adapter.kind),
-    enabled,
-    assign,
-    action: z
-      .enum(actions, { error: `${adapter.kind} supports ${actions.join(' | ')}` })
-      .default(adapter.defaultAction),
-    ...timing,
-    [adapter.kind]: settings ?? adapter.settings(ctx),
-  });
+  return z
+    .strictObject({
+      id,
+      name,
+      kind: z.literal(adapter.kind),
+      enabled,
+      assign,
+      action: z
+        .enum(actions, { error: `${adapter.kind} supports ${actions.join(' | ')}` })
+        .default(adapter.defaultAction),
+      ...timing,
+      [adapter.kind]: settings ?? adapter.settings(ctx),
+    })
+    .superRefine((app, issues) => {
+      // One attempt keeps its connection open up to timeout + settle, on one timer.
+      if (app.timeout + app.settle > LONGEST_TIMER_MS) {
+        issues.addIssue({
+          code: 'custom',
+          path: ['settle'],
+          message: `timeout + settle is ${formatDuration(app.timeout + app.settle)}: ${timerLimit('keep them together')}`,
+        });
+      }
+    });
 }

@@ -84,6 +84,11 @@ export interface TargetAdapter<K extends string = string, S = unknown> {
   defaultAction: Action;
   /** Whether delivery needs the new password from the vault. */
   needsCredential: boolean;
+  /**
+   * Whether its targets may answer `Retry-After` (HTTP kinds), which sets a retry's wait up to
+   * `retry.maxBackoff`: `config check` then counts every retry wait at `maxBackoff`.
+   */
+  honoursRetryAfter: boolean;
   /** Default number of concurrent jobs per worker process for this kind. */
   concurrency: number;
   /** Schema of the app's `<kind>:` block. May read files relative to the config directory. */

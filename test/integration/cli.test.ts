@@ -1,4 +1,5 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
@@ -182,5 +183,60 @@ describe('development secrets', () => {
     expect(res.stderr).toMatch(/ripple\.yaml: vault\.key .*set RIPPLE_VAULT_KEY/);
     expect(res.stderr).toMatch(/audit-webhook\.yaml: webhook\.secret .*set AUDIT_WEBHOOK_SECRET/);
     expect(res.stderr).not.toMatch(/cannot reach Redis/);
+  });
+});
+
+describe('the command line, refused before anything starts', () => {
+  it.each([
+    [['config', 'check', 'extra'], /Unexpected argument 'extra'/],
+    [['plan', '--user', 'alice', '--at', '1'], /--at "1" is not an ISO 8601 date-time/],
+    [['worker', '--metrics-port', 'abc'], /--metrics-port "abc" is not a port number/],
+    [['emit', '--user', 'alice', '--url', 'not a url'], /--url "not a url" is not a URL/],
+  ])('ripple %j', async (args, message) => {
+    const dir = writeConfig([webhookApp('audit', URL)]);
+    const res = await runCli(args, { RIPPLE_CONFIG: dir, REDIS_URL: 'redis://127.0.0.1:1' });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(message);
+    expect(res.stderr).not.toMatch(/cannot reach Redis/);
+  });
+});
+
+describe('ripple emit: where it sends', () => {
+  it('keeps the path of --url (a Ripple behind a reverse proxy at /ripple)', async () => {
+    const paths: string[] = [];
+    const proxy = createServer((req, res) => {
+      paths.push(req.url ?? '');
+      req.resume().on('end', () => res.writeHead(202, { 'content-type': 'application/json' }).end('{"eventId":"x"}'));
+    });
+    const port = await freePort();
+    await new Promise<void>((r) => proxy.listen(port, '127.0.0.1', r));
+    try {
+      const res = await runCli(['emit', '--user', 'alice', '--url', `http://127.0.0.1:${port}/ripple`], {
+        RIPPLE_CONFIG: writeConfig([]),
+      });
+      expect(res.code).toBe(0);
+      expect(paths).toEqual(['/ripple/v1/events']);
+    } finally {
+      proxy.close();
+    }
+  });
+
+  it('reaches a Ripple listening on HOST=::1 (an IPv6 address in the default URL)', async () => {
+    const apps = [webhookApp('audit', URL, { delay: '1h' })];
+    const configDir = writeConfig(apps);
+    const t = await startRipple({ redisUrl: redis.url, apps, configDir, workers: false });
+    try {
+      const port = await freePort();
+      await t.http.listen({ port, host: '::1' });
+      const res = await runCli(['emit', '--user', 'alice'], {
+        RIPPLE_CONFIG: configDir,
+        HOST: '::1',
+        PORT: String(port),
+      });
+      expect(res.stderr).toBe('');
+      expect(res.stdout).toMatch(/^HTTP 202 /);
+    } finally {
+      await t.close();
+    }
   });
 });

@@ -71,3 +71,51 @@ describe('ripple config check: what users write', () => {
     expect(res.stderr).toMatch(/apps\/broken\.yaml: line 3, column 26: YAML syntax error: Flow map .* end with a }/);
   });
 });
+
+describe('ripple config check: how long an app may still be at work', () => {
+  it('counts each retry wait of an app that honours Retry-After at maxBackoff, also when an ldap app waits on it', async () => {
+    // The gate (webhook) may be told Retry-After up to maxBackoff (4s) on each of its 2 retries:
+    // 3 × 1s + 2 × 4s = 11s, then the ldap app's one attempt: 12s, more than vault.ttl 5s.
+    const gate = webhookApp('gate', 'http://127.0.0.1:9/hook', {
+      retry: { attempts: 3, backoff: '100ms', maxBackoff: '4s' },
+      timeout: '1s',
+      settle: '0',
+    });
+    const ldap = ldapApp('corp-ldap', { after: ['gate'], retry: { attempts: 1 }, timeout: '1s', settle: '0' });
+    const vault = { key: Buffer.alloc(32, 3).toString('base64'), ttl: '5s' };
+    const res = await runCli(['config', 'check'], { RIPPLE_CONFIG: writeConfig([gate, ldap], { vault }) });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(
+      /apps\/corp-ldap\.yaml: after: this ldap app may need the new password up to 12s after the change — waits for "gate" \(done at the latest 11s after the change\)/,
+    );
+    expect(res.stderr).toContain('at least 12s');
+  });
+
+  it('refuses a status.retention shorter than an app may still be delivering, naming the app and the numbers', async () => {
+    const late = webhookApp('quarterly-sync', 'http://127.0.0.1:9/hook', { delay: '2d' });
+    const res = await runCli(['config', 'check'], {
+      RIPPLE_CONFIG: writeConfig([late], { status: { retention: '1d' } }),
+    });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(
+      /apps\/quarterly-sync\.yaml: delay: this webhook app may still be delivering a change up to 2d2m2s after it was received — delay 2d/,
+    );
+    expect(res.stderr).toMatch(/kept only 1d \(status\.retention in ripple\.yaml\)/);
+    expect(res.stderr).toMatch(/Raise status\.retention in ripple\.yaml to at least 2d2m2s/);
+  });
+
+  it('warns (and passes) when an ldap app has a rateLimit, whose waits no setting bounds', async () => {
+    const ldap = ldapApp('corp-ldap', {
+      retry: { attempts: 1 },
+      timeout: '1s',
+      settle: '0',
+      rateLimit: { max: 1, per: '2s' },
+    });
+    const vault = { key: Buffer.alloc(32, 3).toString('base64'), ttl: '5s' };
+    const res = await runCli(['config', 'check'], { RIPPLE_CONFIG: writeConfig([ldap], { vault }) });
+    expect(res.code).toBe(0);
+    expect(res.stderr).toMatch(
+      /apps\/corp-ldap\.yaml: rateLimit: warning: .*vault\.ttl \(5s\) covers about 3 changes arriving at once/,
+    );
+  });
+});

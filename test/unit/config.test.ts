@@ -323,10 +323,11 @@ describe('vault.ttl against credential apps', () => {
       webhookApp('slow-first', URL, { delay: '50m', retry: { attempts: 3, backoff: '5m', maxBackoff: '10m' } }),
       ldap('corp-ldap', { after: ['slow-first'] }),
     ]);
-    // slow-first: 50m + 5m + 10m + 3 × (10s timeout + 30s settle) = 1h7m, before corp-ldap even starts.
+    // slow-first, a webhook whose receiver may answer Retry-After up to maxBackoff on each retry:
+    // 50m + 2 × 10m + 3 × (10s timeout + 30s settle) = 1h12m, before corp-ldap even starts.
     expect(errorsOf(dir)).toEqual([
       expect.stringMatching(
-        /corp-ldap\.yaml: after: .*up to 1h9m20s after the change — waits for "slow-first" \(done at the latest 1h7m after the change\)/,
+        /corp-ldap\.yaml: after: .*up to 1h14m20s after the change — waits for "slow-first" \(done at the latest 1h12m after the change\)/,
       ),
     ]);
   });
@@ -338,5 +339,51 @@ describe('vault.ttl against credential apps', () => {
       ldap('fits', { delay: '57m' }),
     ]);
     expect(loadConfig(dir, {}).apps.map((a) => a.id)).toEqual(['fits', 'hook', 'off-ldap']);
+  });
+});
+
+describe('config loader: what users notice later', () => {
+  it('refuses a timeout, settle (or the two together) and drainTimeout a timer cannot wait out (over 24d)', () => {
+    const dir = writeConfig(
+      [
+        webhookApp('long-timeout', URL, { timeout: '25d', settle: '0' }),
+        webhookApp('long-attempt', URL, { timeout: '20d', settle: '5d' }),
+        webhookApp('fits', URL, { timeout: '12d', settle: '12d' }),
+      ],
+      { workers: { drainTimeout: '30d' }, vault: { key: Buffer.alloc(32, 3).toString('base64'), ttl: '1000d' } },
+    );
+    const errors = errorsOf(dir).join('\n');
+    expect(errors).toMatch(/ripple\.yaml: workers\.drainTimeout: must be at most 24d: .*about 24\.8 days/);
+    expect(errors).toMatch(/long-timeout\.yaml: timeout: must be at most 24d/);
+    expect(errors).toMatch(/long-attempt\.yaml: settle: timeout \+ settle is 25d: keep them together at most 24d/);
+    expect(errors).not.toMatch(/fits\.yaml/);
+  });
+
+  it('reads app files named .YAML or .Yml too', () => {
+    const dir = writeConfig([]);
+    writeApp(dir, 'Audit.YAML', `id: audit\nkind: webhook\nwebhook: { url: "${URL}", secret: ${SECRET} }\n`);
+    writeApp(dir, 'other.Yml', `id: other\nkind: webhook\nwebhook: { url: "${URL}", secret: ${SECRET} }\n`);
+    expect(loadConfig(dir, {}).apps.map((a) => a.id)).toEqual(['audit', 'other']);
+  });
+
+  it('suggests the kind a misspelt one meant', () => {
+    const dir = writeConfig([]);
+    writeApp(dir, 'a.yaml', `id: a\nkind: webhok\nwebhook: { url: "${URL}", secret: ${SECRET} }\n`);
+    expect(errorsOf(dir)).toEqual([
+      expect.stringMatching(/a\.yaml: kind: unknown kind "webhok" \(did you mean "webhook"\?\)/),
+    ]);
+  });
+
+  it('says an unset id must be set even in a disabled app', () => {
+    const dir = writeConfig([]);
+    const app = `id: ${ref('APP_ID')}\nkind: webhook\nwebhook: { url: "${URL}", secret: ${SECRET} }\n`;
+    writeApp(dir, 'a.yaml', `enabled: false\n${app}`);
+    expect(errorsOf(dir)).toEqual([
+      expect.stringMatching(
+        /a\.yaml: id: environment variable APP_ID is not set: an app's id must be set even when it is disabled$/,
+      ),
+    ]);
+    writeApp(dir, 'a.yaml', app);
+    expect(errorsOf(dir)).toEqual([expect.stringMatching(/a\.yaml: id: environment variable APP_ID is not set$/)]);
   });
 });

@@ -416,6 +416,7 @@ export const ldapAdapter: TargetAdapter<'ldap', LdapSettings> = {
   actions: ['refresh'],
   defaultAction: 'refresh',
   needsCredential: true,
+  honoursRetryAfter: false,
   concurrency: 10,
   settings: (ctx) => settingsSchema(ctx),
   create(app) {

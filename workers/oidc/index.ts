@@ -57,6 +57,7 @@ export const oidcAdapter: TargetAdapter<'oidc', OidcSettings> = {
   actions: ['revoke', 'refresh'],
   defaultAction: 'revoke',
   needsCredential: false,
+  honoursRetryAfter: true,
   concurrency: 20,
   settings: () => settings,
   create(app, services) {

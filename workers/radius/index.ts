@@ -350,6 +350,7 @@ export const radiusAdapter: TargetAdapter<'radius', RadiusSettings> = {
   actions: ['revoke', 'refresh'],
   defaultAction: 'revoke',
   needsCredential: false,
+  honoursRetryAfter: false,
   concurrency: 20,
   settings: () => settings,
   create(app, services) {

@@ -26,6 +26,7 @@ export const samlAdapter: TargetAdapter<'saml', SamlSettings> = {
   actions: ['revoke', 'refresh'],
   defaultAction: 'revoke',
   needsCredential: false,
+  honoursRetryAfter: true,
   concurrency: 20,
   settings,
   create(app, services) {

@@ -54,6 +54,7 @@ export const webhookAdapter: TargetAdapter<'webhook', WebhookSettings> = {
   actions: ['revoke', 'refresh'],
   defaultAction: 'revoke',
   needsCredential: false,
+  honoursRetryAfter: true,
   concurrency: 50,
   settings: () => settings,
   create(app) {
