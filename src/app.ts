@@ -1,4 +1,12 @@
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, LogController } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  LogController,
+} from 'fastify';
 import { healthRoutes, metricsRoutes } from './api/health-routes.js';
 import { refusal } from './api/refusal.js';
 import { statusRoutes } from './api/status-routes.js';
@@ -25,7 +33,41 @@ const FASTIFY_CODES: Record<string, string> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_json',
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_content_length',
   FST_ERR_VALIDATION: 'invalid_request',
+  FST_ERR_BAD_URL: 'bad_url',
+  FST_ERR_MAX_PARAM_LENGTH: 'uri_too_long',
 };
+
+/** Requests answered by the HTTP layer before any route: malformed, too slow, headers too large. */
+const CLIENT_ERRORS: Record<string, [number, string, string]> = {
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'request_timeout', 'the request was not received in full in time'],
+  HPE_HEADER_OVERFLOW: [431, 'headers_too_large', 'the request headers are too large'],
+};
+
+/**
+ * Node's own answer to a request it cannot parse, in the one refusal shape (fastify's default
+ * writes its own). Written to the socket: there is no request to reply to.
+ */
+function clientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, error, message] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'bad_request', 'malformed HTTP request'];
+  const body = JSON.stringify(refusal(error, message));
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
+}
+
+/** A refusal fastify makes itself, in the one shape (its `message` names the request part at fault). */
+function frameworkRefusal(err: FastifyError, reply: FastifyReply) {
+  const status = err.statusCode ?? 400;
+  if (status >= 500) {
+    return reply.code(503).send(refusal('internal', 'internal error; nothing was accepted, try again'));
+  }
+  return reply.code(status).send(refusal(FASTIFY_CODES[err.code] ?? 'bad_request', err.message));
+}
 
 /** The 503 of a request Redis could not serve in time: nothing of it was accepted. */
 export const REDIS_UNAVAILABLE = refusal('unavailable', 'Redis is unreachable; nothing was accepted, try again');
@@ -37,7 +79,10 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
     // State changes are logged by the engine; a line per request would drown them.
     logController: new LogController({ disableRequestLogging: true }),
     requestTimeout: 30_000,
-    return503OnClosing: true,
+    // Answered below, in the one refusal shape.
+    return503OnClosing: false,
+    frameworkErrors: (err, _req, reply) => frameworkRefusal(err, reply),
+    clientErrorHandler: clientError,
   });
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const status = err.statusCode ?? 500;
@@ -57,6 +102,18 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
     }
     req.log.error({ err, url: req.url }, 'request failed');
     return reply.code(503).send(refusal('internal', 'internal error; nothing was accepted, try again'));
+  });
+  // A request that arrives on an open connection while the server closes is not taken on.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async (_req, reply) => {
+    if (!closing) return;
+    return reply
+      .code(503)
+      .header('connection', 'close')
+      .send(refusal('unavailable', 'Ripple is shutting down; nothing was accepted, try again'));
   });
   app.setNotFoundHandler((req, reply) =>
     reply.code(404).send(refusal('not_found', `no route ${req.method} ${req.url.split('?')[0]}`)),

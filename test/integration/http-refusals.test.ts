@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import {
@@ -63,5 +64,36 @@ describe('refusals share one shape: {error, message}', () => {
     const res = await t.http.inject({ url: '/v1/events/x' });
     expect(res.statusCode).toBe(401);
     expect(res.json()).toEqual({ error: 'unauthorized', message: 'admin bearer token required' });
+  });
+});
+
+describe('refusals made before any route runs share the shape too', () => {
+  it('a malformed percent-escape in the URL is bad_url', async () => {
+    const res = await t.http.inject({ url: '/v1/events/%zz', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(res.statusCode).toBe(400);
+    expect(res.json()).toEqual({ error: 'bad_url', message: expect.stringContaining('/v1/events/%zz') });
+  });
+
+  it('headers over Node’s limit are headers_too_large, and a request that is not HTTP is bad_request', async () => {
+    const address = await t.http.listen({ port: 0, host: '127.0.0.1' });
+    const res = await fetch(`${address}/healthz`, { headers: { 'x-big': 'x'.repeat(20_000) } });
+    expect(res.status).toBe(431);
+    expect(await res.json()).toEqual({ error: 'headers_too_large', message: 'the request headers are too large' });
+
+    const { port } = new URL(address);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = connect({ host: '127.0.0.1', port: Number(port) }, () => socket.write('HELLO\r\n\r\n'));
+      let text = '';
+      socket.on('data', (d: Buffer) => {
+        text += d.toString();
+      });
+      socket.on('close', () => resolve(text));
+      socket.on('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    expect(JSON.parse(answer.split('\r\n\r\n')[1] ?? '')).toEqual({
+      error: 'bad_request',
+      message: 'malformed HTTP request',
+    });
   });
 });
