@@ -11,7 +11,7 @@ import { errorMessage, StartupError } from './errors.js';
 import { createLogger } from './log.js';
 import { Metrics } from './metrics/metrics.js';
 import { startPlanner } from './planner/planner.js';
-import { backgroundConnection, requestConnection } from './redis/connections.js';
+import { backgroundConnection, REQUEST_REDIS_TIMEOUT_MS, requestConnection } from './redis/connections.js';
 import { type DataDirRedis, defaultDataDir, openDataDirRedis } from './redis/data-dir.js';
 import { RedisHealth } from './redis/health.js';
 import { type DeliveryRuntime, startDeliveryWorkers } from './runtime/delivery.js';
@@ -47,6 +47,13 @@ const PENDING_STATES: JobType[] = ['wait', 'delayed', 'prioritized', 'active'];
 
 /** How long `close()` may take beyond `workers.drainTimeout` before it stops waiting. */
 const CLOSE_GRACE_MS = 2_000;
+
+/**
+ * How long `close()` waits for HTTP requests in flight (one in process is answered within
+ * about REQUEST_REDIS_TIMEOUT_MS) before it cuts the connections still open — e.g. a client
+ * still sending its body, which would otherwise hold the server until `requestTimeout`.
+ */
+const HTTP_CLOSE_MS = REQUEST_REDIS_TIMEOUT_MS + 1_000;
 
 /**
  * One Ripple process: config, Redis, queues, status store, vault and targets, plus whichever
@@ -257,7 +264,8 @@ export class Ripple {
   }
 
   /**
-   * Stops HTTP first, lets deliveries drain for `workers.drainTimeout`, then closes Redis — and
+   * Stops taking work at once — HTTP (requests in flight get HTTP_CLOSE_MS), delivery workers (active
+   * deliveries get `workers.drainTimeout`) and the planner close together — then closes Redis, and
    * stops waiting `CLOSE_GRACE_MS` after the drain timeout whatever Redis is doing, saying what it
    * could not finish. Then releases the embedded Redis (stopped unless another Ripple uses it).
    */
@@ -275,10 +283,15 @@ export class Ripple {
       await work();
       unfinished.delete(what);
     };
+    const { http, delivery, planner } = this;
     const orderly = (async () => {
-      await step('stop the HTTP server', () => this.http?.close());
-      await step('let active deliveries finish', () => this.delivery?.close(drainMs));
-      await step('stop the planner', () => this.planner?.close());
+      // Nothing new is taken on from here: no request, no delivery job, no plan.
+      await Promise.all([
+        http &&
+          step('stop the HTTP server', () => closeHttp(http, Math.min(HTTP_CLOSE_MS, drainMs + CLOSE_GRACE_MS / 2))),
+        delivery && step('let active deliveries finish', () => delivery.close(drainMs)),
+        planner && step('stop the planner', () => planner.close()),
+      ]);
       await step('close the queues', () => Promise.all([engine.queues.close(), httpEngine.queues.close()]));
       await step('close the targets', () =>
         Promise.all([...this.targets.values()].map((t) => t.close?.().catch(() => undefined))),
@@ -312,9 +325,11 @@ export class Ripple {
         `shutdown incomplete: could not ${report.unfinished.join(', then ')}${
           outcome === 'timeout' ? ` within ${drainMs + CLOSE_GRACE_MS} ms` : ''
         }${
-          redisAway
+          redisAway && delivery
             ? '. Redis is unreachable: the outcome of deliveries still active was not recorded; each runs again once a worker takes its job back (after its lock expires)'
-            : ''
+            : redisAway
+              ? '. Redis is unreachable'
+              : ''
         }`,
       );
       for (const worker of this.delivery?.workers ?? []) void worker.close(true).catch(() => undefined);
@@ -325,6 +340,29 @@ export class Ripple {
     await this.embedded?.release();
     return report;
   }
+}
+
+/**
+ * Closes the HTTP server: no new connection, requests in process may finish for `ms`; then the
+ * connections still open (a client still sending, never answered: nothing of it was accepted) are cut.
+ */
+async function closeHttp(http: FastifyInstance, ms: number): Promise<void> {
+  const closed = http.close();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const late = await Promise.race([
+      closed.then(() => false),
+      new Promise<boolean>((res) => {
+        timer = setTimeout(() => res(true), ms);
+      }),
+    ]);
+    if (!late) return;
+  } finally {
+    clearTimeout(timer);
+  }
+  http.log.info({ ms }, `closing the HTTP connections still open after ${ms} ms (requests not received in full)`);
+  http.server.closeAllConnections();
+  await closed;
 }
 
 async function answersWithin(redis: Redis, ms: number): Promise<boolean> {
