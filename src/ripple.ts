@@ -13,7 +13,7 @@ import { Metrics } from './metrics/metrics.js';
 import { startPlanner } from './planner/planner.js';
 import { backgroundConnection, REQUEST_REDIS_TIMEOUT_MS, requestConnection } from './redis/connections.js';
 import { type DataDirRedis, defaultDataDir, openDataDirRedis } from './redis/data-dir.js';
-import { RedisHealth } from './redis/health.js';
+import { type HealthTiming, RedisHealth } from './redis/health.js';
 import { type DeliveryRuntime, startDeliveryWorkers } from './runtime/delivery.js';
 import { createTargets, dependentsOf, type Engine } from './runtime/engine.js';
 import { createQueues, deliveryQueueName } from './runtime/queues.js';
@@ -34,7 +34,15 @@ export interface RippleOptions {
   prefix?: string;
   /** Already-loaded config (skips reading configDir). */
   config?: LoadedConfig;
+  /** How often Redis is pinged and its clock measured again (tests shorten them). */
+  timing?: HealthTiming & { clockSyncEveryMs?: number };
 }
+
+/**
+ * How often the offset to Redis's clock (by which ingest deadlines are checked) is measured
+ * again, so a step of this host's clock (NTP, a VM resumed) is followed within a minute.
+ */
+const CLOCK_SYNC_EVERY_MS = 60_000;
 
 /** What `close()` could finish: `clean` is false when it stopped waiting (and says for what). */
 export interface ShutdownReport {
@@ -100,7 +108,7 @@ export class Ripple {
     const where = redactUrl(url);
     const redis = backgroundConnection(url);
     const requests = requestConnection(url);
-    const health = new RedisHealth(log, where, () => requests.ping());
+    const health = new RedisHealth(log, where, () => requests.ping(), opts.timing);
     health.watchConnection(redis, 'redis connection');
     health.watchConnection(requests, 'http redis connection');
     try {
@@ -148,10 +156,15 @@ export class Ripple {
     const httpEngine = engineOn(requests);
     // Ingest deadlines are checked by Redis's clock.
     await httpEngine.store.syncClock();
+    health.start({
+      everyMs: opts.timing?.clockSyncEveryMs ?? CLOCK_SYNC_EVERY_MS,
+      run: () => httpEngine.store.syncClock(),
+    });
     let targets: Map<string, Target>;
     try {
       targets = createTargets(apps, engine.services);
     } catch (err) {
+      health.close();
       await Promise.all([engine.queues.close(), httpEngine.queues.close()]);
       redis.disconnect();
       requests.disconnect();

@@ -118,6 +118,33 @@ describe('Redis goes away under a running Ripple', () => {
     }
   });
 
+  it('a worker process, which answers no request, logs a Redis that hangs as an outage, and its return', async () => {
+    const redis = await redisOn(tempDir('redis-hang'));
+    const configDir = writeConfig([webhookApp('audit', 'http://127.0.0.1:9/hook')]);
+    const worker = await spawnRipple(['worker'], { RIPPLE_CONFIG: configDir, REDIS_URL: redis.url });
+    try {
+      const from = worker.output().length;
+      const waitForLine = async (line: RegExp, ms: number) => {
+        const deadline = Date.now() + ms;
+        while (!line.test(worker.output().slice(from)) && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        return worker.output().slice(from);
+      };
+      redis.process.child.kill('SIGSTOP');
+      // Pinged every 5 s, unanswered after 2 s.
+      expect(await waitForLine(/Redis is unreachable/, 12_000)).toMatch(
+        /"source":"redis health check".*Redis is unreachable/,
+      );
+      redis.process.child.kill('SIGCONT');
+      expect(await waitForLine(/Redis is reachable again/, 5_000)).toMatch(/Redis is reachable again/);
+    } finally {
+      redis.process.child.kill('SIGCONT');
+      worker.child.kill('SIGTERM');
+      await exited(worker.child);
+    }
+  });
+
   it.each(['SIGSTOP', 'SIGKILL'] as const)(
     'on SIGTERM exits within drainTimeout + 5 s although Redis is gone (%s), saying what it could not finish',
     async (signal) => {
