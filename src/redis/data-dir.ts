@@ -1,6 +1,15 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Redis } from 'ioredis';
@@ -57,10 +66,10 @@ export async function openDataDirRedis(opts: {
 }): Promise<DataDirRedis> {
   mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
   const dir = realpathSync(opts.dir);
-  claimOwnership(dir, realpathSync(opts.configDir));
   const socket = socketPath(dir);
   const lock = await lockDir(dir, { what: 'starting or stopping the embedded Redis' });
   try {
+    claimOwnership(dir, realpathSync(opts.configDir), opts.log);
     const running = serversIn(dir);
     if (running.length > 1) {
       throw new StartupError(
@@ -92,8 +101,12 @@ export async function openDataDirRedis(opts: {
   }
 }
 
-/** A data directory belongs to one config: another config pointed at it is refused, naming both. */
-function claimOwnership(dir: string, configDir: string): void {
+/**
+ * A data directory belongs to one config: another config pointed at it is refused, naming both —
+ * unless the config it belonged to is gone (moved, as with its data directory), which this one
+ * then takes over.
+ */
+function claimOwnership(dir: string, configDir: string, log: Logger): void {
   const file = join(dir, OWNER_FILE);
   try {
     writeFileSync(file, `${JSON.stringify({ config: configDir })}\n`, { flag: 'wx' });
@@ -108,10 +121,20 @@ function claimOwnership(dir: string, configDir: string): void {
     owner = undefined;
   }
   if (owner === configDir) return;
+  if (owner && !existsSync(join(owner, 'ripple.yaml'))) {
+    const next = `${file}.${process.pid}`;
+    writeFileSync(next, `${JSON.stringify({ config: configDir })}\n`);
+    renameSync(next, file);
+    log.warn(
+      { dir, config: configDir, previousConfig: owner },
+      `this data directory belonged to config ${owner}, which is no longer there (moved?): it is now ${configDir}'s`,
+    );
+    return;
+  }
   throw new StartupError(
     `${dir} holds the embedded Redis of config ${owner ?? '(unreadable owner file)'}, not of ${configDir}. ` +
-      `Give this config its own data directory (--data-dir or RIPPLE_DATA_DIR), or, if that config was moved ` +
-      `here, delete ${file} to take its data over.`,
+      `Give this config its own data directory (--data-dir or RIPPLE_DATA_DIR), or, if this config replaces that ` +
+      `one (which still exists), delete ${file} to take its data over.`,
   );
 }
 

@@ -1,5 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, unlinkSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  unlinkSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -183,5 +192,51 @@ describe('ripple start without REDIS_URL', () => {
       ripB.child.kill('SIGTERM');
       await Promise.all([exited(ripA.child), exited(ripB.child)]);
     }
+  });
+});
+
+describe('moving a config with its data, as the README says', () => {
+  const app = webhookApp('audit', 'http://127.0.0.1:9/hook', { delay: '1h' });
+  /** Starts Ripple, sends one change, stops it: the data directory now holds that event. */
+  async function startSendStop(env: NodeJS.ProcessEnv, cwd: string, send = true) {
+    const port = await freePort();
+    const ripple = await start({ ...env, PORT: String(port) }, cwd);
+    const http = await api(`http://127.0.0.1:${port}`);
+    const eventId = send ? await http.send('alice') : undefined;
+    if (eventId) await http.planned(eventId);
+    const status = eventId ? undefined : await (await http.propagation('alice')).json();
+    ripple.child.kill('SIGTERM');
+    expect(await exited(ripple.child)).toBe(0);
+    return { eventId, status, output: ripple.output() };
+  }
+
+  it('config and var/ moved together, or the config alone with RIPPLE_DATA_DIR: starts on its data; a second live config is still refused', async () => {
+    const before = home();
+    writeConfig([app], {}, join(before, 'cfg'));
+    const env = { REDIS_URL: '', RIPPLE_DATA_DIR: '' };
+    const { eventId } = await startSendStop({ ...env, RIPPLE_CONFIG: join(before, 'cfg') }, before);
+
+    const after = `${before}-moved`;
+    roots.push(after);
+    renameSync(before, after); // cfg/ and var/cfg/redis/ move together
+    const moved = await startSendStop({ ...env, RIPPLE_CONFIG: join(after, 'cfg') }, after, false);
+    expect(moved.status).toMatchObject({ latestEventId: eventId });
+    expect(moved.output).toMatch(/belonged to config .*-moved|no longer there/);
+
+    mkdirSync(join(after, 'elsewhere'));
+    renameSync(join(after, 'cfg'), join(after, 'elsewhere', 'cfg'));
+    const dataDir = join(after, 'var', 'cfg', 'redis');
+    const alone = await startSendStop(
+      { ...env, RIPPLE_CONFIG: join(after, 'elsewhere', 'cfg'), RIPPLE_DATA_DIR: dataDir },
+      after,
+      false,
+    );
+    expect(alone.status).toMatchObject({ latestEventId: eventId });
+
+    // The config it now belongs to exists: another one is refused.
+    const other = writeConfig([app], {}, join(after, 'other'));
+    const refused = await runCli(['start'], { ...env, RIPPLE_CONFIG: other, RIPPLE_DATA_DIR: dataDir });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`holds the embedded Redis of config ${join(after, 'elsewhere', 'cfg')}`);
   });
 });
