@@ -174,6 +174,14 @@ export class Ripple {
     return new Ripple(engine, httpEngine, targets, health, embedded);
   }
 
+  /**
+   * For a long-running process on the embedded Redis: restarts that redis-server if it dies, and
+   * calls `fatal` when it cannot (it will not start, or keeps dying) — the process should then stop.
+   */
+  superviseRedis(fatal: (err: Error) => void): void {
+    this.embedded?.supervise(fatal);
+  }
+
   /** Kinds that have at least one enabled app. */
   get kinds(): string[] {
     return [...this.engine.queues.delivery.keys()];

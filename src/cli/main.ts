@@ -153,6 +153,7 @@ async function run(
   for (const warning of config.warnings) log.warn({ file: warning.file, key: warning.key }, warning.reason);
   const drainMs = ripple.engine.config.service.workers.drainTimeout;
   const delivers = roles.workers === 'all' || roles.workers.length > 0;
+  let fatal = false;
   const grace = closeWithGrace(
     {
       // A backstop only: close() itself stops waiting shortly after the drain timeout. (drainTimeout
@@ -170,10 +171,17 @@ async function run(
         );
       } else log.info({ signal }, 'shutting down');
       const report = await ripple.close();
-      // A non-zero exit tells the supervisor that work may have been left unrecorded (logged above).
-      if (!report.clean) throw new Error('shutdown incomplete');
+      // A non-zero exit tells the supervisor that work may have been left unrecorded (logged above),
+      // or that Ripple stopped by itself and should be started again.
+      if (!report.clean || fatal)
+        throw new Error(fatal ? 'stopped: the embedded Redis is gone' : 'shutdown incomplete');
     },
   );
+  ripple.superviseRedis((err) => {
+    fatal = true;
+    log.error({ err }, `${err.message}\nRipple stops (exit 1) so that a supervisor can start it again.`);
+    grace.close();
+  });
   try {
     if (roles.planner) ripple.startPlanner();
     if (roles.workers === 'all') ripple.startWorkers();

@@ -37,6 +37,13 @@ export interface DataDirRedis {
   /** True when it was already running (left by a crash, or used by another Ripple). */
   adopted: boolean;
   /**
+   * Watches the server's process and, when it is gone (killed, crashed), starts it again on the
+   * same data under the directory lock (or uses the one another Ripple on the directory started
+   * first). Calls `giveUp` instead when it cannot be started, or dies again and again
+   * (RESTARTS_BEFORE_GIVING_UP times within RESTART_WINDOW_MS).
+   */
+  supervise(giveUp: (err: Error) => void): void;
+  /**
    * Stops the server unless another Ripple process still uses it; gives up (leaving it running,
    * for the next start to adopt) after `timeoutMs`. Says what it did.
    */
@@ -47,6 +54,9 @@ const OWNER_FILE = 'ripple-owner.json';
 /** Every Ripple process using an embedded Redis holds one connection with this name prefix. */
 const PRESENCE = 'ripple-presence-';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Restarts of a dying embedded server within RESTART_WINDOW_MS before Ripple gives up (a crash loop). */
+const RESTARTS_BEFORE_GIVING_UP = 3;
+const RESTART_WINDOW_MS = 10 * 60_000;
 
 /**
  * One redis-server per data directory, ever. Under a per-directory lock: a live server that
@@ -83,7 +93,7 @@ export async function openDataDirRedis(opts: {
       if (presence) {
         await presence.config('SET', 'appendfsync', opts.durability);
         opts.log.info({ dir, pid, socket }, 'adopted the embedded redis-server already serving this data directory');
-        return handle({ url: socket, dir, pid, adopted: true, presence, log: opts.log });
+        return handle({ url: socket, dir, pid, adopted: true, presence, log: opts.log, durability: opts.durability });
       }
       await stopUnanswering(pid, dir, socket);
       opts.log.warn(
@@ -95,7 +105,15 @@ export async function openDataDirRedis(opts: {
     const presence = await connectPresence(socket, dir, started);
     if (!presence) throw new StartupError(`the embedded redis-server (pid ${started}) does not answer on ${socket}`);
     opts.log.info({ dir, pid: started, socket, durability: opts.durability }, 'started embedded redis-server');
-    return handle({ url: socket, dir, pid: started, adopted: false, presence, log: opts.log });
+    return handle({
+      url: socket,
+      dir,
+      pid: started,
+      adopted: false,
+      presence,
+      log: opts.log,
+      durability: opts.durability,
+    });
   } finally {
     await lock.release();
   }
@@ -171,6 +189,18 @@ function serversIn(dir: string): number[] {
     return [];
   }
   return pid > 0 && pidAlive(pid) ? [pid] : [];
+}
+
+/** True while `pid` is a redis-server serving `dir` (not a pid reused by another process, nor a zombie). */
+function servesDir(pid: number, dir: string): boolean {
+  if (process.platform !== 'linux') return pidAlive(pid);
+  try {
+    return (
+      readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'redis-server' && readlinkSync(`/proc/${pid}/cwd`) === dir
+    );
+  } catch {
+    return false;
+  }
 }
 
 /** A presence connection to the server on `socket`, if it answers and is the one serving `dir` as `pid`. */
@@ -301,12 +331,20 @@ function handle(h: {
   adopted: boolean;
   presence: Redis;
   log: Logger;
+  durability: Durability;
 }): DataDirRedis {
-  const { presence, dir, pid, log } = h;
+  const { presence, dir, log } = h;
+  let pid = h.pid;
   let released: Promise<string> | undefined;
+  let watch: NodeJS.Timeout | undefined;
+  let stopping = false;
+  /** Said instead of "left it running" when the server is gone by itself. */
+  const goneText = () => `the embedded redis-server (pid ${pid}) had already exited (see ${join(dir, 'redis.log')})`;
+
   const release = async (timeoutMs: number): Promise<string> => {
     const lock = await lockDir(dir, { what: 'starting or stopping the embedded Redis', timeoutMs });
     try {
+      if (!servesDir(pid, dir)) return goneText();
       const me = (await presence.client('GETNAME')) as string;
       const clients = (await presence.call('CLIENT', 'LIST', 'TYPE', 'normal')) as string;
       const others = clients
@@ -329,19 +367,82 @@ function handle(h: {
       await lock.release();
     }
   };
+
+  const restarts: number[] = [];
+  /** The server is gone: start it again (or take the one another Ripple started), unless in a crash loop. */
+  const recover = async (giveUp: (err: Error) => void) => {
+    const lock = await lockDir(dir, { what: 'starting or stopping the embedded Redis' });
+    try {
+      if (stopping || servesDir(pid, dir)) return;
+      const gone = pid;
+      const running = serversIn(dir);
+      if (running.length > 1) {
+        throw new StartupError(
+          `${running.length} redis-server processes serve ${dir} (pids ${running.join(', ')}); stop them (kill ${running.join(' ')})`,
+        );
+      }
+      if (running[0] !== undefined) {
+        pid = running[0];
+        log.warn(
+          { dir, pid, previousPid: gone },
+          `the embedded redis-server (pid ${gone}) exited; another Ripple process started it again (pid ${pid})`,
+        );
+        return;
+      }
+      const now = Date.now();
+      while (restarts.length > 0 && (restarts[0] as number) < now - RESTART_WINDOW_MS) restarts.shift();
+      if (restarts.length >= RESTARTS_BEFORE_GIVING_UP) {
+        throw new StartupError(
+          `the embedded redis-server exited again (pid ${gone}): ${restarts.length + 1} times within ` +
+            `${RESTART_WINDOW_MS / 60_000} minutes. Last lines of ${join(dir, 'redis.log')}:\n${tail(join(dir, 'redis.log'))}`,
+        );
+      }
+      restarts.push(now);
+      pid = await startServer(dir, h.url, h.durability);
+      log.warn(
+        { dir, pid, previousPid: gone },
+        `the embedded redis-server (pid ${gone}) exited (see ${join(dir, 'redis.log')}); started it again (pid ${pid}) on the same data`,
+      );
+    } catch (err) {
+      stopping = true;
+      clearInterval(watch);
+      giveUp(err instanceof Error ? err : new Error(String(err)));
+    } finally {
+      await lock.release();
+    }
+  };
+
   return {
     url: h.url,
     dir,
-    pid,
+    get pid() {
+      return pid;
+    },
     adopted: h.adopted,
+    supervise(giveUp) {
+      if (watch) return;
+      let busy = false;
+      watch = setInterval(() => {
+        if (busy || stopping || servesDir(pid, dir)) return;
+        busy = true;
+        void recover(giveUp).finally(() => {
+          busy = false;
+        });
+      }, 1_000).unref();
+    },
     release(timeoutMs = 2_000) {
+      stopping = true;
+      clearInterval(watch);
       released ??= Promise.race([
-        release(timeoutMs).catch(
-          (err: unknown) =>
-            `left the embedded redis-server (pid ${pid}) running (${errorMessage(err)}); the next start will adopt it`,
+        release(timeoutMs).catch((err: unknown) =>
+          servesDir(pid, dir)
+            ? `left the embedded redis-server (pid ${pid}) running (${errorMessage(err)}); the next start will adopt it`
+            : goneText(),
         ),
-        sleep(timeoutMs + 500).then(
-          () => `left the embedded redis-server (pid ${pid}) running: it did not answer; the next start will adopt it`,
+        sleep(timeoutMs + 500).then(() =>
+          servesDir(pid, dir)
+            ? `left the embedded redis-server (pid ${pid}) running: it did not answer; the next start will adopt it`
+            : goneText(),
         ),
       ]).then((what) => {
         presence.disconnect();

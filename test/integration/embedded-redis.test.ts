@@ -240,3 +240,54 @@ describe('moving a config with its data, as the README says', () => {
     expect(refused.stderr).toContain(`holds the embedded Redis of config ${join(after, 'elsewhere', 'cfg')}`);
   });
 });
+
+describe('the embedded redis-server dies under ripple start', () => {
+  it('is started again on the same data; when it keeps dying Ripple exits 1 saying why, never that it left a dead server running', async () => {
+    const root = home();
+    const configDir = writeConfig(
+      [webhookApp('audit', 'http://127.0.0.1:9/hook', { delay: '1h' })],
+      { workers: { drainTimeout: '1s' } },
+      join(root, 'cfg'),
+    );
+    const dataDir = join(root, 'var', 'cfg', 'redis');
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const ripple = await start(
+      { RIPPLE_CONFIG: configDir, REDIS_URL: '', RIPPLE_DATA_DIR: '', PORT: String(port) },
+      root,
+    );
+    const http = await api(url);
+    const eventId = await http.send('alice');
+    await http.planned(eventId);
+    /** Kills the server serving the data dir, then waits until Ripple started the next one (or exited). */
+    const killServer = async () => {
+      const [pid] = redisServersServing(dataDir);
+      expect(pid).toBeGreaterThan(0);
+      process.kill(pid as number, 'SIGKILL'); // an OOM kill, a crash
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        const next = new RegExp(`\\(pid ${pid}\\) exited .*started it again \\(pid (\\d+)\\)`).exec(ripple.output());
+        if (next || ripple.child.exitCode !== null || Date.now() > deadline) return Number(next?.[1]);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+
+    const restarted = await killServer();
+    expect(restarted).toBeGreaterThan(0);
+    const deadline = Date.now() + 10_000;
+    while ((await fetch(`${url}/readyz`)).status !== 200) {
+      expect(Date.now()).toBeLessThan(deadline);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(ripple.output()).toMatch(/the embedded redis-server \(pid \d+\) exited .*started it again/);
+    expect((await http.status(eventId)).state).toBe('scheduled'); // the data survived (AOF, fsync always)
+
+    // A crash loop: after 3 restarts within 10 minutes, Ripple stops for its supervisor to act.
+    for (let i = 0; i < 3; i++) await killServer();
+    expect(await exited(ripple.child)).toBe(1);
+    expect(ripple.output()).toMatch(/exited again .*4 times within 10 minutes.*Ripple stops \(exit 1\)/);
+    expect(ripple.output()).not.toMatch(/left the embedded redis-server \(pid \d+\) running/);
+    expect(ripple.output()).toMatch(/had already exited/);
+    expect(redisServersServing(dataDir)).toEqual([]);
+  });
+});
