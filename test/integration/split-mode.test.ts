@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
+import { freePort } from '../../src/util/server-process.js';
 import { exited, runCli, spawnRipple } from '../support/cli.js';
 import { startTestRedis, webhookApp, writeConfig } from '../support/ripple.js';
 
@@ -48,5 +49,19 @@ describe('split mode (serve and worker processes)', () => {
       worker.child.kill('SIGTERM');
       expect(await exited(worker.child)).toBe(0);
     }
+  });
+
+  it('ripple serve, which runs no delivery, says nothing of deliveries when it shuts down', async () => {
+    const dir = writeConfig([webhookApp('audit', 'http://127.0.0.1:9/hook')], { redis: { prefix: 'split-serve' } });
+    const serve = await spawnRipple(['serve'], {
+      RIPPLE_CONFIG: dir,
+      REDIS_URL: redis.url,
+      PORT: String(await freePort()),
+    });
+    serve.child.kill('SIGTERM');
+    expect(await exited(serve.child)).toBe(0);
+    const lines = serve.output().split('\n');
+    expect(lines.some((l) => /"msg":"shutting down"/.test(l))).toBe(true);
+    expect(lines.filter((l) => /deliver/.test(l))).toEqual([]);
   });
 });
