@@ -167,7 +167,7 @@ async function run(
       else if (delivers) {
         log.info(
           { signal, drainMs },
-          'shutting down: taking no new job; active deliveries may finish for workers.drainTimeout',
+          'shutting down: taking no new job, draining active deliveries (for up to workers.drainTimeout)',
         );
       } else log.info({ signal }, 'shutting down');
       const report = await ripple.close();
