@@ -61,7 +61,7 @@ export async function planEvent(engine: Engine, eventId: string, now = Date.now(
     if (row.state === 'superseded') await resolveDependents(engine, eventId, app, username);
   }
   await enqueueScheduled(engine, eventId, username, rows, now);
-  await settleCredential(engine, eventId);
+  await settleCredential(engine, eventId, { meta, rows });
 }
 
 /**
@@ -148,7 +148,7 @@ async function accepted(engine: Engine, eventId: string, acceptBy: number): Prom
   }
 }
 
-/** The events-queue worker: plans each received event, and now and then drops events never queued. */
+/** The events-queue worker: plans each received event, and now and then drops events never accepted. */
 export function startPlanner(engine: Engine, concurrency = 20): Worker<PlanJob> {
   const worker = new Worker<PlanJob>(EVENTS_QUEUE, async (job) => planEvent(engine, job.data.eventId), {
     connection: engine.redis,
