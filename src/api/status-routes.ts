@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Engine } from '../runtime/engine.js';
-import { recordLostJob, requeueLost, retryApp } from '../runtime/retry.js';
+import { recordLostJob, requeueLost, retryApp, skipUnconfiguredWaiting } from '../runtime/retry.js';
 import { type AppRow, eventState } from '../status/model.js';
 import { adminAuth } from './admin-auth.js';
 
@@ -43,8 +43,15 @@ export async function statusRoutes(app: FastifyInstance, opts: { engine: Engine 
       for (const [app] of active) await recordLostJob(engine, req.params.id, app);
       ev = (await engine.store.getEvent(req.params.id)) ?? ev;
     }
-    // A pending row whose job is gone would never run: give it its job back.
-    if (ev.meta.planned) await requeueLost(engine, req.params.id, ev.meta.user.username, ev.rows);
+    if (ev.meta.planned) {
+      // A pending row whose job is gone would never run: give it its job back. A waiting row of an
+      // app no longer configured would wait for ever: skip it.
+      await requeueLost(engine, req.params.id, ev.meta.user.username, ev.rows);
+      if (Object.entries(ev.rows).some(([app, r]) => r.state === 'waiting' && !engine.apps.has(app))) {
+        await skipUnconfiguredWaiting(engine, req.params.id, ev.rows);
+        ev = (await engine.store.getEvent(req.params.id)) ?? ev;
+      }
+    }
     const rows = Object.entries(ev.rows).sort(byDue);
     return {
       eventId: ev.meta.id,

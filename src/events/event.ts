@@ -8,7 +8,20 @@ const username = z
   .string()
   .min(1)
   .max(256)
-  .refine((s) => !/[\p{Cc}]/u.test(s), 'must not contain control characters');
+  .refine((s) => !/[\p{Cc}]/u.test(s), 'must not contain control characters')
+  .refine(
+    (s) => s.trim() === s,
+    'must not start or end with spaces (directories ignore them, so the same user would look like two)',
+  );
+
+/**
+ * The form in which two usernames that name the same directory user are equal: directories
+ * compare `uid` without case and ignore insignificant spaces (RFC 4518), so Ripple's ordering,
+ * locks, assignment and session registry do too.
+ */
+export function sameUserKey(username: string): string {
+  return username.normalize('NFKC').trim().replace(/\s+/gu, ' ').toLowerCase();
+}
 
 /** The body of `POST /v1/events`. */
 export const eventBodySchema = z.strictObject({
@@ -37,7 +50,7 @@ export interface EventMeta extends PasswordChange {
   planned?: boolean;
   /** A newer change for the same user superseded at least one of this event's apps on arrival. */
   supersededBy?: string;
-  /** Not accepted yet: ingest's last step must land by then (this process's clock), or it is dropped. */
+  /** Not accepted yet: ingest's last step must land by then (epoch ms, Redis's clock), or it is dropped. */
   acceptBy?: number;
   /** App → older event whose row for that app this event supersedes. */
   supersedes?: Record<string, string>;

@@ -16,6 +16,15 @@ const TOO_LATE: IngestAnswer = {
   body: { error: 'unavailable', message: 'Redis answered too late; nothing was accepted, send the event again' },
 };
 
+const UNKNOWN: IngestAnswer = {
+  status: 503,
+  body: {
+    error: 'unavailable',
+    message:
+      'Redis did not confirm in time: the change may or may not have been accepted; send the event again with the same webhook-id (a repeat is answered 202 and carried out once)',
+  },
+};
+
 export interface IngestAnswer {
   status: 202 | 400 | 401 | 409 | 503;
   body: Record<string, unknown>;
@@ -62,8 +71,8 @@ export async function ingestEvent(
   now = new Date(),
   /** Aborted when the sender has gone or its deadline passed: nothing more is written from then on. */
   signal?: AbortSignal,
-  /** When the caller gives up (this process's clock): Redis records nothing after it. */
-  deadlineMs?: number,
+  /** When the caller gives up (`performance.now()` time): Redis records and accepts nothing after it. */
+  deadline?: number,
 ): Promise<IngestAnswer> {
   const header = (name: string) => {
     const v = headers[name];
@@ -137,7 +146,9 @@ export async function ingestEvent(
   signal?.throwIfAborted();
   // Redis refuses a step itself once we have stopped waiting for it (a command timeout answers
   // 503), a little before, so that a step it still takes is answered in time.
-  const created = await beforeDeadline(engine, deadlineMs, (by) => engine.store.createEvent(meta, sealed, by));
+  const created = await beforeDeadline(engine, deadline, 250, (within) =>
+    engine.store.createEvent(meta, sealed, within),
+  );
   if (created === 'expired') return TOO_LATE;
   if (created === 'conflict') {
     engine.metrics.eventsReceived.inc({ outcome: 'conflict' });
@@ -146,12 +157,21 @@ export async function ingestEvent(
   // The deterministic job id makes this a no-op when the first attempt got this far.
   signal?.throwIfAborted();
   await engine.queues.events.add('plan', { eventId }, { jobId: planJobId(eventId) });
-  // Only now does the event count — if Redis takes this step before the deadline. A Redis that
-  // froze before queueing the plan runs the queueing late, but then never this.
+  // Only now does the event count — if Redis takes this step in time. A Redis that froze before
+  // queueing the plan runs the queueing late, but then never this. Its deadline is a second before
+  // we would give up waiting, so that its answer (definitive) has that long to reach us.
   signal?.throwIfAborted();
-  if ((await beforeDeadline(engine, deadlineMs, (by) => engine.store.acceptEvent(eventId, by))) !== 'accepted') {
-    return TOO_LATE;
+  let accepted: 'accepted' | 'expired' | 'gone';
+  try {
+    accepted = await beforeDeadline(engine, deadline, ACCEPT_ANSWER_MS, (within) =>
+      engine.store.acceptEvent(eventId, within),
+    );
+  } catch (err) {
+    // Sent, but no answer: Redis may have accepted it. Only a resend can tell (and is safe).
+    engine.log.warn({ eventId, err }, 'the accept step of an event got no answer: outcome unknown');
+    return UNKNOWN;
   }
+  if (accepted !== 'accepted') return TOO_LATE;
   engine.metrics.eventsReceived.inc({ outcome: created === 'created' ? 'accepted' : 'duplicate' });
   if (created === 'created') {
     engine.log.info(
@@ -162,21 +182,29 @@ export async function ingestEvent(
   return { status: 202, body: { eventId, statusUrl: statusUrl(engine, eventId) } };
 }
 
+/** How long before we stop waiting Redis must have run the accept step: its answer's time to reach us. */
+const ACCEPT_ANSWER_MS = 1_000;
+
 /**
- * Runs one deadline-checked ingest step. Redis judges the deadline by its own clock; when it says
- * "expired" although our deadline is still well ahead (the host clock stepped since the offset was
- * measured), the offset is measured again and the step tried once more.
+ * Runs one deadline-checked ingest step: Redis must run it within the time left before we stop
+ * waiting (the caller's deadline, or a command timeout), less `marginMs`, judged by its own clock.
+ * When Redis says "expired" although that was still well ahead (its clock was measured before a
+ * step of ours), the clock is measured again and the step tried once more. No time left: expired.
  */
 async function beforeDeadline<T>(
   engine: Engine,
   callerDeadline: number | undefined,
-  step: (deadlineMs: number) => Promise<T | 'expired'>,
+  marginMs: number,
+  step: (withinMs: number) => Promise<T | 'expired'>,
 ): Promise<T | 'expired'> {
-  const by = Math.min(callerDeadline ?? Number.POSITIVE_INFINITY, Date.now() + REQUEST_REDIS_TIMEOUT_MS - 250);
-  const answer = await step(by);
-  if (answer !== 'expired' || Date.now() > by - 250) return answer;
+  const started = performance.now();
+  const left = Math.min((callerDeadline ?? Number.POSITIVE_INFINITY) - started, REQUEST_REDIS_TIMEOUT_MS);
+  const within = left - marginMs;
+  if (within < 50) return 'expired';
+  const answer = await step(within);
+  if (answer !== 'expired' || performance.now() - started > within - 250) return answer;
   await engine.store.syncClock();
-  return step(by);
+  return step(within - (performance.now() - started));
 }
 
 export function statusUrl(engine: Engine, eventId: string): string {

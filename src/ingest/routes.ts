@@ -46,7 +46,7 @@ export async function ingestRoutes(app: FastifyInstance, opts: { engine: Engine 
           req.headers,
           new Date(),
           abandoned.signal,
-          Date.now() + INGEST_DEADLINE_MS,
+          performance.now() + INGEST_DEADLINE_MS,
         ),
         timedOut,
       ]);

@@ -1,4 +1,5 @@
 import type { AppConfig, Assignment } from '../config/types.js';
+import { sameUserKey } from '../events/event.js';
 
 export interface PlanUser {
   username: string;
@@ -22,7 +23,7 @@ export interface PropagationPlan {
 export function isAssigned(assign: Assignment, user: PlanUser): boolean {
   if (assign === 'all') return true;
   // Usernames compare without case, as directories (and the rest of Ripple) compare them.
-  if ('users' in assign) return assign.users.some((u) => u.toLowerCase() === user.username.toLowerCase());
+  if ('users' in assign) return assign.users.some((u) => sameUserKey(u) === sameUserKey(user.username));
   return assign.groups.some((g) => user.groups.includes(g));
 }
 

@@ -7,7 +7,7 @@ import {
   resolveDependents,
   settleCredential,
 } from '../runtime/engine.js';
-import { deliveryJobId, EVENTS_QUEUE, type PlanJob } from '../runtime/queues.js';
+import { deliveryJobId, EVENTS_QUEUE, type PlanJob, planJobId } from '../runtime/queues.js';
 import type { AppRow } from '../status/model.js';
 import { planPropagation } from './plan.js';
 
@@ -24,7 +24,7 @@ export async function planEvent(engine: Engine, eventId: string, now = Date.now(
     engine.log.warn({ eventId }, 'event expired before it was planned');
     return;
   }
-  if (ev.meta.acceptBy !== undefined && !(await accepted(engine, eventId, ev.meta.acceptBy))) return;
+  if (ev.meta.acceptBy !== undefined && !(await accepted(engine, eventId))) return;
   const { meta } = ev;
   const username = meta.user.username;
   let rows = ev.rows;
@@ -81,7 +81,13 @@ async function supersede(
       supersededBy: byEventId,
       finishedAt: Date.now(),
     });
-    if (!row) continue;
+    if (!row) {
+      // A re-run after a failure: what the first run superseded still needs its dependents settled.
+      const already = await engine.store.getRow(oldEventId, appId);
+      if (already?.state === 'superseded' && already.supersededBy === byEventId)
+        ended.push([appId, oldEventId, already]);
+      continue;
+    }
     ended.push([appId, oldEventId, row]);
     logTransition(engine, oldEventId, appId, row);
     engine.metrics.appJobs.inc({ kind: row.kind, app: appId, outcome: 'superseded' });
@@ -110,12 +116,19 @@ export const UNACCEPTED_GRACE_MS = 60_000;
 /**
  * Drops events recorded but never accepted: Redis failed or froze between the steps of ingest,
  * so their senders were answered 503 ("nothing was accepted"). A sender that sends again in time
- * gets its event accepted as usual.
+ * gets its event accepted as usual. An accepted event still unplanned gets its plan job again.
  */
 export async function dropUnaccepted(engine: Engine, graceMs = UNACCEPTED_GRACE_MS): Promise<string[]> {
   const dropped: string[] = [];
   for (const id of await engine.store.unplannedSince(graceMs)) {
-    if ((await engine.store.dropUnaccepted(id)) !== 'dropped') continue;
+    const outcome = await engine.store.dropUnaccepted(id);
+    if (outcome === 'accepted') {
+      // Accepted long ago and still not planned: its plan job was lost (a resend that landed
+      // while the planner dropped its first try, say). Queue it again; a no-op if it is queued.
+      await engine.queues.events.add('plan', { eventId: id }, { jobId: planJobId(id) });
+      continue;
+    }
+    if (outcome !== 'dropped') continue;
     dropped.push(id);
     logDropped(engine, id);
   }
@@ -131,20 +144,15 @@ function logDropped(engine: Engine, eventId: string) {
 
 /**
  * Ingest queues the plan job, then accepts the event: the planner may see the job first. It waits
- * for the acceptance until the sender's deadline, and drops the event if that passes without it.
- * Returns whether the event may be planned.
+ * for the acceptance; once Redis (by its own clock) says the deadline has passed without it, the
+ * event is dropped. Returns whether the event may be planned.
  */
-async function accepted(engine: Engine, eventId: string, acceptBy: number): Promise<boolean> {
+async function accepted(engine: Engine, eventId: string): Promise<boolean> {
   for (;;) {
-    const ev = await engine.store.getEvent(eventId);
-    if (!ev) return false;
-    if (ev.meta.acceptBy === undefined) return true;
-    if (Date.now() > Math.max(acceptBy, ev.meta.acceptBy) + 100) {
-      const outcome = await engine.store.dropUnaccepted(eventId);
-      if (outcome === 'dropped') logDropped(engine, eventId);
-      if (outcome !== 'pending') return outcome === 'accepted';
-    }
-    await new Promise((r) => setTimeout(r, 20));
+    const outcome = await engine.store.dropUnaccepted(eventId);
+    if (outcome === 'dropped') logDropped(engine, eventId);
+    if (outcome !== 'pending') return outcome === 'accepted' && (await engine.store.getEvent(eventId)) !== undefined;
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 

@@ -168,8 +168,10 @@ async function processDelivery(
   const endTimer = engine.metrics.deliveryDuration.startTimer({ kind: app.kind, app: appId });
   const work = Promise.resolve().then(() => target.deliver(ctx));
   let result: DeliveryResult;
+  let late = false;
   try {
     if ((await settledWithin(work, app.timeout)) === 'late') {
+      late = true;
       // Past `timeout` the target may be applying this change right now: keep the connection and
       // the user+app lock until it answers (a late success counts), or until the settle limit.
       const row = await engine.store.patchIf(eventId, appId, ['active'], {
@@ -182,7 +184,7 @@ async function processDelivery(
     endTimer();
     cutoff.clear();
     inFlight.delete(jobId);
-    return onFailure(engine, job, token, attempt, activeRow, raw, cutoff.reason());
+    return onFailure(engine, job, token, attempt, activeRow, raw, cutoff.reason(), late);
   }
   endTimer();
   cutoff.clear();
@@ -371,8 +373,8 @@ function classify(raw: unknown, cut: CutOff | undefined, app: AppConfig): Delive
 /**
  * Retries a transient failure while the retry budget lasts (counted from the last operator
  * retry), else dead-letters. An attempt cut off by shutdown or a lost job is always retried and
- * not counted; any cut-off attempt keeps the user+app lock until its TTL, since the target may
- * still be applying it.
+ * not counted; a cut-off attempt, or one that failed after its `timeout` (a connection the adapter
+ * closed, say), keeps the user+app lock until its TTL, since the target may still be applying it.
  */
 async function onFailure(
   engine: Engine,
@@ -382,6 +384,8 @@ async function onFailure(
   row: AppRow,
   raw: unknown,
   cut: CutOff | undefined,
+  /** It failed after its `timeout`: whatever the error, the target may have the request still. */
+  late: boolean,
 ): Promise<never> {
   const { app } = attempt;
   const { eventId, username } = job.data;
@@ -389,7 +393,7 @@ async function onFailure(
   const err = classify(raw, cut, app);
   // Adapters redact where they build messages; this is the last line of defence for what is stored.
   const lastError = redactSecrets(`${err.code}: ${err.message}`);
-  const lock = cut ? 'hold' : 'release';
+  const lock = cut || late ? 'hold' : 'release';
   const interrupted = cut === 'shutdown' || cut === 'lost';
   if (interrupted || (err.retryable && row.attempts - (row.retryFrom ?? 0) < app.retry.attempts)) {
     const delay = interrupted
@@ -449,9 +453,6 @@ export async function onJobFailed(engine: Engine, job: Job<DeliveryJob> | undefi
   });
   if (!row) return;
   logTransition(engine, eventId, job.name, row);
-  if (app) {
-    const jobId = job.id ?? deliveryJobId(eventId, app.id);
-    await finishAttempt(engine, { data: job.data, app, jobId, number: row.attempts }, 'release');
-    await resolveDependents(engine, eventId, app.id, username);
-  }
+  // Its outcome at the target is unknown: the user+app lock, if held, ends with its TTL.
+  if (app) await resolveDependents(engine, eventId, app.id, username);
 }

@@ -93,6 +93,23 @@ export async function requeueLost(
 }
 
 /**
+ * A `waiting` row of an app no longer in the config has no job and nothing that will ever decide
+ * it (its dependencies are resolved from the config): skip it, saying so, when the event is looked at.
+ */
+export async function skipUnconfiguredWaiting(engine: Engine, eventId: string, rows: Record<string, AppRow>) {
+  for (const [app, row] of Object.entries(rows)) {
+    if (row.state !== 'waiting' || engine.apps.has(app)) continue;
+    const listed = engine.config.apps.some((a) => a.id === app);
+    const skipped = await engine.store.patchIf(eventId, app, ['waiting'], {
+      state: 'skipped',
+      finishedAt: Date.now(),
+      lastError: `not run: app "${app}" ${listed ? 'is disabled in' : 'was removed from'} the config (noticed ${new Date().toISOString()})`,
+    });
+    if (skipped) logTransition(engine, eventId, app, skipped);
+  }
+}
+
+/**
  * An `active` row whose job failed outside the adapter (e.g. BullMQ gave up on it after too many
  * stalls) or vanished can never finish: record it as failed, with the reason, so it can be retried.
  */

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { RippleError } from '../errors.js';
+import { sameUserKey } from '../events/event.js';
 import type { Vault } from '../vault/vault.js';
 
 const RECORD_SESSION = readFileSync(new URL('./record-session.lua', import.meta.url), 'utf8');
@@ -106,7 +107,7 @@ export class SessionStore {
   }
 
   private indexKey(app: string, username: string) {
-    return `${this.prefix}:sessions:${app}:${username.toLowerCase()}`;
+    return `${this.prefix}:sessions:${app}:${sameUserKey(username)}`;
   }
 
   private vaultName(id: string) {

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { EventMeta } from '../events/event.js';
+import { type EventMeta, sameUserKey } from '../events/event.js';
 import type { AppRow, AppState } from './model.js';
 import { SCRIPTS } from './scripts.js';
 
@@ -67,12 +67,12 @@ export class StatusStore {
   eventKey(id: string): string {
     return `${this.prefix}:ev:${id}`;
   }
-  /** Usernames compare case-insensitively, as directories do (and as the session registry does). */
+  /** Usernames compare as directories compare them (see `sameUserKey`), as everywhere in Ripple. */
   userKey(username: string): string {
-    return `${this.prefix}:user:${username.toLowerCase()}`;
+    return `${this.prefix}:user:${sameUserKey(username)}`;
   }
   lockKey(app: string, username: string): string {
-    return `${this.prefix}:lock:${app}:${username.toLowerCase()}`;
+    return `${this.prefix}:lock:${app}:${sameUserKey(username)}`;
   }
   private waitersKey(app: string, username: string): string {
     return `${this.lockKey(app, username)}:waiters`;
@@ -83,13 +83,13 @@ export class StatusStore {
 
   /**
    * Records the event and, atomically with it, its sealed credential (see Vault.sealFor). With
-   * `deadlineMs` (this process's clock) Redis writes nothing once it has passed: a caller that
-   * was answered 503 is never recorded later by a Redis that was frozen.
+   * `withinMs`, Redis writes nothing unless it runs this within that many ms from now (by its own
+   * clock): a caller that was answered 503 is never recorded later by a Redis that was frozen.
    */
   createEvent(
     meta: EventMeta,
     credential: { key: string; sealed: string; ttlMs: number } | undefined,
-    deadlineMs?: number,
+    withinMs?: number,
   ): Promise<'created' | 'same' | 'conflict' | 'expired'> {
     return this.run(
       'create-event',
@@ -102,20 +102,28 @@ export class StatusStore {
       this.retentionMs,
       credential?.sealed ?? '',
       Math.round(credential?.ttlMs ?? 0),
-      deadlineMs === undefined ? '' : Math.round(deadlineMs + this.clockOffsetMs),
+      withinMs === undefined ? '' : this.redisDeadline(withinMs),
       meta.id,
     ) as Promise<'created' | 'same' | 'conflict' | 'expired'>;
   }
 
-  /** How far Redis's clock is ahead of this process's (deadlines are checked by Redis). */
-  private clockOffsetMs = 0;
+  /**
+   * Redis's clock, as last measured, carried forward on this process's monotonic clock (so a
+   * step of the host's wall clock does not move it).
+   */
+  private redisClock = { at: Date.now(), perf: performance.now() };
 
-  /** Measures the offset between this process's clock and Redis's (at start-up). */
+  /** Measures Redis's clock (at start-up, then now and then). */
   async syncClock(): Promise<void> {
-    const before = Date.now();
+    const before = performance.now();
     const [seconds, micros] = await this.redis.time();
-    const after = Date.now();
-    this.clockOffsetMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - (before + after) / 2;
+    const after = performance.now();
+    this.redisClock = { at: Number(seconds) * 1000 + Math.floor(Number(micros) / 1000), perf: (before + after) / 2 };
+  }
+
+  /** `withinMs` from now, in epoch ms of Redis's clock. */
+  private redisDeadline(withinMs: number): number {
+    return Math.round(this.redisClock.at + (performance.now() - this.redisClock.perf) + withinMs);
   }
 
   private get unplannedKey(): string {
@@ -123,11 +131,11 @@ export class StatusStore {
   }
 
   /**
-   * The last step of ingest, once the plan job is queued: the event counts only if this lands
-   * before `deadlineMs` (this process's clock) by Redis's clock.
+   * The last step of ingest, once the plan job is queued: the event counts only if Redis runs this
+   * within `withinMs` from now (by its own clock).
    */
-  async acceptEvent(id: string, deadlineMs: number): Promise<'accepted' | 'expired' | 'gone'> {
-    return (await this.run('accept-event', this.eventKey(id), Math.round(deadlineMs + this.clockOffsetMs))) as
+  async acceptEvent(id: string, withinMs: number): Promise<'accepted' | 'expired' | 'gone'> {
+    return (await this.run('accept-event', this.eventKey(id), this.redisDeadline(withinMs))) as
       | 'accepted'
       | 'expired'
       | 'gone';
@@ -168,7 +176,7 @@ export class StatusStore {
     if (all._planned) meta.planned = true;
     if (all._supersededBy) meta.supersededBy = all._supersededBy;
     if (all._supersedes) meta.supersedes = JSON.parse(all._supersedes) as Record<string, string>;
-    if (all._acceptBy) meta.acceptBy = Number(all._acceptBy) - this.clockOffsetMs;
+    if (all._acceptBy) meta.acceptBy = Number(all._acceptBy);
     return { meta, rows };
   }
 

@@ -16,6 +16,7 @@ import {
   VAULT_KEY,
 } from '../support/ripple.js';
 import { type Slapd, startSlapd } from '../support/slapd.js';
+import { tcpHop } from '../support/tcp-hop.js';
 
 /**
  * Issue 3 end to end: POST /v1/events → planner → ldap worker (real slapd) → radius worker
@@ -309,4 +310,51 @@ describe('failure paths', () => {
       await rx.close();
     }
   });
+
+  it('an older password held on the network past timeout (within settle) never lands after a newer one', async () => {
+    const OLDER = 'Older-passw0rd-1';
+    const NEWER = 'Newer-passw0rd-2';
+    const dn = await slapd.addUser('carla', 'Original-passw0rd-0');
+    const hop = await tcpHop(Number(new URL(slapd.url).port), 'ldap');
+    const t = await startRipple({
+      redisUrl: redis.url,
+      apps: [
+        {
+          ...ldapApp(),
+          // settle (10 s) is longer than the directory may take to get a change it was sent (4 s here).
+          timeout: '1s',
+          settle: '10s',
+          retry: { attempts: 3, backoff: '20s', maxBackoff: '20s' },
+          ldap: { ...ldapApp().ldap, url: hop.url },
+        },
+      ],
+    });
+    try {
+      // The older change's Password Modify request is delayed 4 s on its way to the directory.
+      const held = hop.add({
+        match: (w) => w.includes('1.3.6.1.4.1.4203.1.11.1') && w.includes(OLDER),
+        action: 'holdWrite',
+        ms: 4_000,
+        closeAfterMs: 1_000,
+      });
+      await t.send({
+        ...passwordChanged('carla'),
+        occurredAt: new Date(Date.now() - 1_000).toISOString(),
+        credential: { password: OLDER },
+      });
+      await t.waitFor('the older write to be on its way', async () => held.firedAt !== undefined);
+      const newer = String(
+        (await t.send({ ...passwordChanged('carla'), credential: { password: NEWER } })).json.eventId,
+      );
+      expect((await t.waitForEvent(newer, ['done', 'partial'], 30_000)).apps[0]?.state).toBe('done');
+      await new Promise((r) => setTimeout(r, Math.max(0, (held.firedAt ?? 0) + 6_000 - Date.now())));
+      expect({ newerBinds: await slapd.canBind(dn, NEWER), olderBinds: await slapd.canBind(dn, OLDER) }).toEqual({
+        newerBinds: true,
+        olderBinds: false,
+      });
+    } finally {
+      await t.close();
+      await hop.close();
+    }
+  }, 60_000);
 });

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { sameUserKey } from '../../src/events/event.js';
 import { dropUnaccepted } from '../../src/planner/planner.js';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import {
@@ -207,16 +208,15 @@ describe('an event recorded but never accepted (Redis failed between the steps o
       hasCredential: true,
     });
     // Recorded, then Redis failed before the plan job was queued and the event accepted: the sender got 503.
-    const deadline = Date.now() + 100;
-    expect(await store.createEvent(meta('evt_orphan'), vault.sealFor('evt_orphan', 'Orphan-pw-1'), deadline)).toBe(
+    expect(await store.createEvent(meta('evt_orphan'), vault.sealFor('evt_orphan', 'Orphan-pw-1'), 100)).toBe(
       'created',
     );
     // Accepted normally (queued; this test's planner is off).
     expect((await t.send(passwordChanged('janet'), { id: 'evt_queued' })).status).toBe(202);
     // Too late for Redis: refused before anything is written, and too late to accept.
-    expect(await store.createEvent(meta('evt_late'), undefined, Date.now() - 1_000)).toBe('expired');
+    expect(await store.createEvent(meta('evt_late'), undefined, -1_000)).toBe('expired');
     expect(await store.getEvent('evt_late')).toBeUndefined();
-    expect(await store.acceptEvent('evt_orphan', Date.now() - 1_000)).toBe('expired');
+    expect(await store.acceptEvent('evt_orphan', -1_000)).toBe('expired');
 
     expect(await dropUnaccepted(t.ripple.engine, 0)).toEqual([]); // its deadline has not passed yet
     await new Promise((r) => setTimeout(r, 200));
@@ -255,5 +255,21 @@ describe('ingest details the review found', () => {
     } finally {
       stepped.mockRestore();
     }
+  });
+});
+
+describe('usernames as directories compare them', () => {
+  it("refuses a username with leading or trailing spaces (a directory would take it for another user's)", async () => {
+    for (const username of ['alice ', ' erin']) {
+      const res = await t.send({ ...passwordChanged('x'), user: { id: 'u-x', username, groups: [] } });
+      expect(res.status).toBe(400);
+      expect(res.json).toMatchObject({ issues: [{ field: 'user.username' }] });
+    }
+  });
+
+  it('one key for names that differ only in case, width or inner spaces', () => {
+    expect(sameUserKey('Alice  Smith')).toBe(sameUserKey('alice smith'));
+    expect(sameUserKey('ＡＬＩＣＥ')).toBe(sameUserKey('alice'));
+    expect(sameUserKey('alice')).not.toBe(sameUserKey('alicia'));
   });
 });

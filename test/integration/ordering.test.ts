@@ -220,7 +220,8 @@ describe('a final row is never delivered again', () => {
 describe('a failure outside the adapter', () => {
   it('leaves the row failed with the reason (not active), and an operator can retry it', async () => {
     const rx = await receiver();
-    const t = await ripple({ apps: [webhookApp('app', rx.url)] });
+    // The failed attempt's outcome at the target is unknown: its lock is waited out (timeout + settle + 5 s).
+    const t = await ripple({ apps: [webhookApp('app', rx.url, { timeout: '1s', settle: '1s' })] });
     const store = t.ripple.engine.store;
     const realFinish = store.finish.bind(store);
     let broken = true;
@@ -416,5 +417,69 @@ describe('what the review found (each failed before its fix)', () => {
     const retry = await t.http.inject({ method: 'POST', url: `/v1/events/${id}/apps/app/retry`, headers: admin });
     expect(retry.statusCode).toBe(202);
     expect((await t.waitForEvent(id, ['done'])).apps[0]).toMatchObject({ state: 'done' });
+  });
+
+  it('an app removed from the config while it waits on another (after:) is not left waiting for ever', async () => {
+    const rx = await receiver();
+    const prefix = `rmwait${Date.now().toString(36)}`;
+    const first = await ripple({
+      prefix,
+      apps: [webhookApp('gate', rx.url, { delay: '1s' }), webhookApp('follow', rx.url, { after: ['gate'] })],
+    });
+    const id = String((await first.send(passwordChanged('alice'))).json.eventId);
+    await first.waitFor('planned', async () => (await first.status(id)).planned === true);
+    await first.close();
+    const second = await ripple({ prefix, apps: [webhookApp('gate', rx.url, { delay: '1s' })] });
+    const s = await second.waitForEvent(id, ['done'], 15_000);
+    expect(row(s, 'follow')).toMatchObject({ state: 'skipped' });
+    expect(row(s, 'follow').lastError).toMatch(/^not run: app "follow" was removed from the config/);
+  });
+
+  it('a planner re-run after a failed first run still settles the dependents of the rows it superseded', async () => {
+    const rx = await receiver();
+    const t = await ripple({
+      apps: [
+        webhookApp('gate', rx.url, { delay: '30s' }),
+        webhookApp('follow', rx.url, { after: ['gate'], assign: { groups: ['eng'] } }),
+      ],
+    });
+    const older = String((await t.send({ ...passwordChanged('bob'), occurredAt: at(-1_000) })).json.eventId);
+    await t.waitFor('older planned', async () => (await t.status(older)).planned === true);
+    // The first planning run of the newer change fails at one Redis write right after it superseded `gate`.
+    const store = t.ripple.engine.store;
+    const resolve = store.resolveDependent.bind(store);
+    let failed = 0;
+    store.resolveDependent = async (eventId, app, deps, now) => {
+      if (eventId === older && failed === 0) {
+        failed++;
+        throw new Error("OOM command not allowed when used memory > 'maxmemory'.");
+      }
+      return resolve(eventId, app, deps, now);
+    };
+    await t.send({ ...passwordChanged('bob'), user: { id: 'u-bob', username: 'bob', groups: [] } });
+    await t.waitFor('the first planning run to fail', async () => failed === 1);
+    const s = await t.waitForEvent(older, ['superseded'], 10_000);
+    expect(row(s, 'gate').state).toBe('superseded');
+    expect(row(s, 'follow')).toMatchObject({ state: 'skipped', blockedBy: 'gate' });
+  });
+
+  it('an operator retry cut off before it unblocked the dependents still runs them once the app succeeds', async () => {
+    let refuse = true;
+    const rx = await receiver((req, _n, res) => res.writeHead(carried(req).app === 'gate' && refuse ? 400 : 204).end());
+    const t = await ripple({ apps: [webhookApp('gate', rx.url), webhookApp('follow', rx.url, { after: ['gate'] })] });
+    const id = String((await t.send(passwordChanged('cleo'))).json.eventId);
+    expect(row(await t.waitForEvent(id, ['partial']), 'follow')).toMatchObject({ state: 'skipped', blockedBy: 'gate' });
+    // What a retry cut off halfway leaves: gate scheduled with its dead letter still in place, follow still skipped.
+    refuse = false;
+    await t.ripple.engine.store.patchIf(id, 'gate', ['failed'], {
+      state: 'scheduled',
+      dueAt: Date.now(),
+      retryFrom: 1,
+    });
+    const retry = await t.http.inject({ method: 'POST', url: `/v1/events/${id}/apps/gate/retry`, headers: admin });
+    expect(retry.statusCode).toBe(202);
+    const s = await t.waitForEvent(id, ['done']);
+    expect(row(s, 'follow').state).toBe('done');
+    expect(rx.requests.map((r) => carried(r).app)).toEqual(['gate', 'gate', 'follow']);
   });
 });

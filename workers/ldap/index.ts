@@ -169,14 +169,14 @@ function tlsOptions(s: LdapSettings): ConnectionOptions {
 /** Runs `fn` with a connected (and, with startTLS, upgraded) client; aborts with the signal. */
 async function withClient<T>(
   s: LdapSettings,
-  timeoutMs: number,
+  timeouts: Timeouts,
   signal: AbortSignal,
   fn: (client: Client) => Promise<T>,
 ): Promise<T> {
   const client = new Client({
     url: s.url,
-    timeout: timeoutMs,
-    connectTimeout: timeoutMs,
+    timeout: timeouts.operation,
+    connectTimeout: timeouts.connect,
     // ldapts speaks TLS from the first byte whenever tlsOptions is set: only for ldaps://.
     ...(/^ldaps:/i.test(s.url) ? { tlsOptions: tlsOptions(s) } : {}),
   });
@@ -290,7 +290,17 @@ async function bindsAs(client: Client, dn: string, password: string): Promise<bo
 
 type Written = { skip: string } | { dn: string; alreadySet?: string };
 
-function createTarget(s: LdapSettings, timeoutMs: number) {
+/**
+ * Connecting may fail fast (nothing was sent), but an operation already sent must be given the
+ * app's `timeout` + `settle`: closing the socket earlier would let the directory apply the write
+ * after Ripple gave up on it — after a newer change, even. The engine waits that long too.
+ */
+interface Timeouts {
+  connect: number;
+  operation: number;
+}
+
+function createTarget(s: LdapSettings, timeouts: Timeouts) {
   const how = s.passwordWrite === 'passwordModify' ? 'password modify' : `${s.passwordWrite} replace`;
 
   /**
@@ -342,13 +352,13 @@ function createTarget(s: LdapSettings, timeoutMs: number) {
           'the event carries no new password (credential.password), and kind ldap must set one',
         );
       }
-      const written = await withClient(s, timeoutMs, ctx.signal, (client) => write(client, ctx, password));
+      const written = await withClient(s, timeouts, ctx.signal, (client) => write(client, ctx, password));
       if ('skip' in written) return { outcome: 'skipped', detail: written.skip };
       const { dn } = written;
       if (written.alreadySet)
         return { outcome: 'done', detail: `password already set for ${dn}: ${written.alreadySet}` };
       if (!s.verify) return { outcome: 'done', detail: `${how} for ${dn}` };
-      await withClient(s, timeoutMs, ctx.signal, async (client) => {
+      await withClient(s, timeouts, ctx.signal, async (client) => {
         try {
           await client.bind(dn, password);
         } catch (err) {
@@ -367,7 +377,7 @@ function createTarget(s: LdapSettings, timeoutMs: number) {
 
     async probe(signal: AbortSignal): Promise<ProbeResult> {
       try {
-        return await withClient(s, timeoutMs, signal, async (client) => {
+        return await withClient(s, timeouts, signal, async (client) => {
           await step(`bind as ${s.bindDN}`, () => client.bind(s.bindDN, s.bindPassword));
           const dse = await step('read root DSE', () =>
             client.search('', {
@@ -420,6 +430,6 @@ export const ldapAdapter: TargetAdapter<'ldap', LdapSettings> = {
   concurrency: 10,
   settings: (ctx) => settingsSchema(ctx),
   create(app) {
-    return createTarget(app.settings, app.timeout);
+    return createTarget(app.settings, { connect: app.timeout, operation: app.timeout + app.settle });
   },
 };
