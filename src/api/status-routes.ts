@@ -48,7 +48,7 @@ export async function statusRoutes(app: FastifyInstance, opts: { engine: Engine 
       // app no longer configured would wait for ever: skip it.
       await requeueLost(engine, req.params.id, ev.meta.user.username, ev.rows);
       if (Object.entries(ev.rows).some(([app, r]) => r.state === 'waiting' && !engine.apps.has(app))) {
-        await skipUnconfiguredWaiting(engine, req.params.id, ev.rows);
+        await skipUnconfiguredWaiting(engine, req.params.id, ev.meta.user.username, ev.rows);
         ev = (await engine.store.getEvent(req.params.id)) ?? ev;
       }
     }

@@ -1,6 +1,9 @@
 import { z } from 'zod';
 import type { PasswordChange } from '../targets/adapter.js';
 
+/** How far a sender's clock may run ahead of Ripple's (an event's `occurredAt`, a session's `createdAt`). */
+export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
+
 /** `webhook-id`: the event id. Restricted so it is safe in Redis keys, job ids and URLs. */
 export const EVENT_ID = /^[A-Za-z0-9_.-]{1,128}$/;
 

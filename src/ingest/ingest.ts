@@ -2,13 +2,11 @@ import { createHash } from 'node:crypto';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
 import { invalidRequest, refusal } from '../api/refusal.js';
 import { formatDuration } from '../config/duration.js';
-import { EVENT_ID, type EventMeta, eventBodySchema } from '../events/event.js';
+import { EVENT_ID, type EventMeta, eventBodySchema, MAX_CLOCK_SKEW_MS } from '../events/event.js';
 import { REQUEST_REDIS_TIMEOUT_MS } from '../redis/connections.js';
 import type { Engine } from '../runtime/engine.js';
 import { planJobId } from '../runtime/queues.js';
 
-/** How far `occurredAt` may be ahead of Ripple's clock (the sender's clock may drift a little). */
-export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 const OCCURRED_LATER = "is more than 5 minutes after the time Ripple received it (check the sender's clock)";
 
 const TOO_LATE: IngestAnswer = {

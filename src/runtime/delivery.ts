@@ -7,7 +7,14 @@ import type { AppRow } from '../status/model.js';
 import { type RowPatch, StatusStore } from '../status/store.js';
 import type { DeliveryContext, DeliveryResult, Target } from '../targets/adapter.js';
 import { redactSecrets } from '../util/redact.js';
-import { adapterFor, type Engine, logTransition, resolveDependents, settleCredential } from './engine.js';
+import {
+  adapterFor,
+  type Engine,
+  logTransition,
+  resolveDependents,
+  settleCredential,
+  skipNoLongerConfigured,
+} from './engine.js';
 import { DELIVERY_RETENTION, type DeliveryJob, deliveryJobId, deliveryQueueName } from './queues.js';
 
 /** Kill -9 recovery: a dead worker's job is re-run once its lock lapses and a stalled check sees it. */
@@ -219,17 +226,7 @@ async function notConfigured(engine: Engine, job: Job<DeliveryJob>, token: strin
     await job.moveToDelayed(Date.now() + 30_000, token);
     throw new DelayedError();
   }
-  const listed = engine.config.apps.some((a) => a.id === appId);
-  const skipped = await engine.store.patchIf(eventId, appId, ['scheduled', 'retrying', 'active'], {
-    state: 'skipped',
-    blockedBy: null,
-    finishedAt: Date.now(),
-    lastError: `not run: app "${appId}" ${listed ? 'is disabled in' : 'was removed from'} the config (noticed ${new Date().toISOString()})`,
-  });
-  if (!skipped) return;
-  logTransition(engine, eventId, appId, skipped);
-  await resolveDependents(engine, eventId, appId, username);
-  if (adapterFor(skipped.kind).needsCredential) await settleCredential(engine, eventId);
+  await skipNoLongerConfigured(engine, eventId, appId, username, ['scheduled', 'retrying', 'active']);
 }
 
 /**

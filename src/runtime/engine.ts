@@ -145,3 +145,28 @@ export async function enqueueScheduled(
     await queue.addBulk(jobs);
   }
 }
+
+/**
+ * Skips an app row whose app is no longer in this config (removed or disabled), saying so, and
+ * settles what hangs on it (dependents, credential). Only from `fromStates`; returns the row if it changed.
+ */
+export async function skipNoLongerConfigured(
+  engine: Engine,
+  eventId: string,
+  appId: string,
+  username: string,
+  fromStates: AppRow['state'][],
+): Promise<AppRow | undefined> {
+  const listed = engine.config.apps.some((a) => a.id === appId);
+  const skipped = await engine.store.patchIf(eventId, appId, fromStates, {
+    state: 'skipped',
+    blockedBy: null,
+    finishedAt: Date.now(),
+    lastError: `not run: app "${appId}" ${listed ? 'is disabled in' : 'was removed from'} the config (noticed ${new Date().toISOString()})`,
+  });
+  if (!skipped) return undefined;
+  logTransition(engine, eventId, appId, skipped);
+  await resolveDependents(engine, eventId, appId, username);
+  if (adapterFor(skipped.kind).needsCredential) await settleCredential(engine, eventId);
+  return skipped;
+}

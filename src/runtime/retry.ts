@@ -1,7 +1,7 @@
 import { Job } from 'bullmq';
 import type { AppRow } from '../status/model.js';
 import { redactSecrets } from '../util/redact.js';
-import { type Engine, enqueueScheduled, logTransition } from './engine.js';
+import { type Engine, enqueueScheduled, logTransition, skipNoLongerConfigured } from './engine.js';
 import { deliveryJobId } from './queues.js';
 
 export type RetryOutcome = { ok: true; row: AppRow } | { ok: false; status: 404 | 409; error: string; message: string };
@@ -96,16 +96,16 @@ export async function requeueLost(
  * A `waiting` row of an app no longer in the config has no job and nothing that will ever decide
  * it (its dependencies are resolved from the config): skip it, saying so, when the event is looked at.
  */
-export async function skipUnconfiguredWaiting(engine: Engine, eventId: string, rows: Record<string, AppRow>) {
+export async function skipUnconfiguredWaiting(
+  engine: Engine,
+  eventId: string,
+  username: string,
+  rows: Record<string, AppRow>,
+) {
   for (const [app, row] of Object.entries(rows)) {
-    if (row.state !== 'waiting' || engine.apps.has(app)) continue;
-    const listed = engine.config.apps.some((a) => a.id === app);
-    const skipped = await engine.store.patchIf(eventId, app, ['waiting'], {
-      state: 'skipped',
-      finishedAt: Date.now(),
-      lastError: `not run: app "${app}" ${listed ? 'is disabled in' : 'was removed from'} the config (noticed ${new Date().toISOString()})`,
-    });
-    if (skipped) logTransition(engine, eventId, app, skipped);
+    if (row.state === 'waiting' && !engine.apps.has(app)) {
+      await skipNoLongerConfigured(engine, eventId, app, username, ['waiting']);
+    }
   }
 }
 

@@ -4,6 +4,7 @@ import { adminAuth } from '../api/admin-auth.js';
 import { invalidRequest, refusal } from '../api/refusal.js';
 import { formatDuration, parseDuration } from '../config/duration.js';
 import { RippleError } from '../errors.js';
+import { MAX_CLOCK_SKEW_MS } from '../events/event.js';
 import { type SessionApp, type SessionField, type SessionFieldRules, sessionFieldRules } from './fields.js';
 import { MAX_SESSION_TTL_MS, MIN_SESSION_TTL_MS, type SessionStore } from './store.js';
 
@@ -20,7 +21,6 @@ export interface SessionRoutesOptions {
   apps?: readonly SessionApp[];
 }
 
-const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 const text = (max: number) => z.string().trim().min(1, 'must not be empty').max(max, `at most ${max} characters`);
 
 const knownApp = (knownApps: readonly string[]) =>
