@@ -12,6 +12,10 @@ have radclient || need+=(freeradius-utils)
 [ -e /usr/lib/freeradius/rlm_ldap.so ] || need+=(freeradius-ldap)
 have xmlsec1 || need+=(xmlsec1)
 have openssl || need+=(openssl)
+# An independent TOTP implementation (RFC 6238) for the MFA tests.
+have oathtool || need+=(oathtool)
+# redis-cli, to create the Redis Cluster of the topology tests.
+have redis-cli || need+=(redis-tools)
 # pysaml2, a second SAML stack for the saml tests (Debian's python3).
 /usr/bin/python3 -c 'import saml2' >/dev/null 2>&1 || need+=(python3-pysaml2)
 # Debian's Chromium for the dashboard test (driven by playwright-core; never a downloaded browser).

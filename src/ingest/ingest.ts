@@ -6,6 +6,7 @@ import { EVENT_ID, type EventMeta, eventBodySchema, MAX_CLOCK_SKEW_MS } from '..
 import { REQUEST_REDIS_TIMEOUT_MS } from '../redis/connections.js';
 import type { Engine } from '../runtime/engine.js';
 import { planJobId } from '../runtime/queues.js';
+import type { PasswordChange } from '../targets/adapter.js';
 
 const OCCURRED_LATER = "is more than 5 minutes after the time Ripple received it (check the sender's clock)";
 
@@ -109,7 +110,49 @@ export async function ingestEvent(
     return { status: 400, body: { ...invalidRequest('invalid_body', parsed.error) } };
   }
   const body = parsed.data;
-  const occurredAt = Date.parse(body.occurredAt);
+  return submitEvent(
+    engine,
+    {
+      id: eventId,
+      occurredAt: body.occurredAt,
+      source: body.source,
+      user: body.user,
+      password: body.credential?.password,
+      bodyHash: createHash('sha256').update(raw).digest('hex'),
+    },
+    now,
+    signal,
+    deadline,
+  );
+}
+
+/** A password change from any input (signed webhook, a source, self-service), validated by that input. */
+export interface NewEvent {
+  id: string;
+  /** ISO 8601, as the input stated it. */
+  occurredAt: string;
+  source: string;
+  user: PasswordChange['user'];
+  /** The new password, for credential apps; sources carry none. */
+  password?: string | undefined;
+  /** Identifies the input's content: a repeat with the same id and hash is a duplicate, another hash a conflict (409). */
+  bodyHash: string;
+}
+
+/**
+ * The one path by which an event enters Ripple, whatever its input: check `occurredAt` against
+ * Ripple's clock and retention, seal the credential, record the event and enqueue it. Answers 202
+ * only once Redis holds the event; a repeat of the same id and body is answered 202 and done once.
+ */
+export async function submitEvent(
+  engine: Engine,
+  event: NewEvent,
+  now = new Date(),
+  signal?: AbortSignal,
+  deadline?: number,
+): Promise<IngestAnswer> {
+  const eventId = event.id;
+  const occurredAt = Date.parse(event.occurredAt);
   const late = occurredAt - now.getTime();
   if (late > MAX_CLOCK_SKEW_MS) {
     // A change dated in the future would win every later one (desktop clocks drift; secrets leak).
@@ -130,17 +173,17 @@ export async function ingestEvent(
   }
   const meta: EventMeta = {
     id: eventId,
-    type: body.type,
+    type: 'password.changed',
     // A change cannot have happened after Ripple received it: a sender's clock that runs fast (by
     // less than the skew refused above) must not let its change outrank one received after it.
     occurredAt: new Date(Math.min(occurredAt, now.getTime())).toISOString(),
     receivedAt: now.toISOString(),
-    source: body.source,
-    user: body.user,
-    bodyHash: createHash('sha256').update(raw).digest('hex'),
-    hasCredential: body.credential !== undefined,
+    source: event.source,
+    user: event.user,
+    bodyHash: event.bodyHash,
+    hasCredential: event.password !== undefined,
   };
-  const sealed = body.credential ? engine.vault.sealFor(eventId, body.credential.password) : undefined;
+  const sealed = event.password !== undefined ? engine.vault.sealFor(eventId, event.password) : undefined;
   signal?.throwIfAborted();
   // Redis refuses a step itself once we have stopped waiting for it (a command timeout answers
   // 503), a little before, so that a step it still takes is answered in time.
