@@ -132,6 +132,7 @@ export interface NewEvent {
   /** ISO 8601, as the input stated it. */
   occurredAt: string;
   source: string;
+  initiator?: PasswordChange['initiator'];
   user: PasswordChange['user'];
   /** The new password, for credential apps; sources carry none. */
   password?: string | undefined;
@@ -179,6 +180,7 @@ export async function submitEvent(
     occurredAt: new Date(Math.min(occurredAt, now.getTime())).toISOString(),
     receivedAt: now.toISOString(),
     source: event.source,
+    ...(event.initiator ? { initiator: event.initiator } : {}),
     user: event.user,
     bodyHash: event.bodyHash,
     hasCredential: event.password !== undefined,

@@ -151,6 +151,7 @@ async function processDelivery(
       occurredAt: meta.occurredAt,
       receivedAt: meta.receivedAt,
       source: meta.source,
+      initiator: meta.initiator,
       user: meta.user,
     },
     action: app.action,

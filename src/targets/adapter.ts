@@ -19,6 +19,11 @@ export interface PasswordChange {
   occurredAt: string;
   receivedAt: string;
   source: string;
+  /**
+   * Who made the change, where the input says: the user themselves (self-service), an admin (an
+   * admin reset reported by a source), or the system. Unset when the input does not tell.
+   */
+  initiator?: 'user' | 'admin' | 'system' | undefined;
   user: { id: string; username: string; email?: string | undefined; groups: string[] };
 }
 
