@@ -133,6 +133,7 @@ export interface NewEvent {
   occurredAt: string;
   source: string;
   initiator?: PasswordChange['initiator'];
+  originDevice?: PasswordChange['originDevice'];
   user: PasswordChange['user'];
   /** The new password, for credential apps; sources carry none. */
   password?: string | undefined;
@@ -181,6 +182,7 @@ export async function submitEvent(
     receivedAt: now.toISOString(),
     source: event.source,
     ...(event.initiator ? { initiator: event.initiator } : {}),
+    ...(event.originDevice ? { originDevice: event.originDevice } : {}),
     user: event.user,
     bodyHash: event.bodyHash,
     hasCredential: event.password !== undefined,

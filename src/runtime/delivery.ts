@@ -152,6 +152,7 @@ async function processDelivery(
       receivedAt: meta.receivedAt,
       source: meta.source,
       initiator: meta.initiator,
+      originDevice: meta.originDevice,
       user: meta.user,
     },
     action: app.action,

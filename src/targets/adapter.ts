@@ -24,6 +24,8 @@ export interface PasswordChange {
    * admin reset reported by a source), or the system. Unset when the input does not tell.
    */
   initiator?: 'user' | 'admin' | 'system' | undefined;
+  /** The enrolled computer (`kind: device`) the change was made on, by its desktop app: it is synced there already. */
+  originDevice?: string | undefined;
   user: { id: string; username: string; email?: string | undefined; groups: string[] };
 }
 
