@@ -208,7 +208,7 @@ describe('an event recorded but never accepted (Redis failed between the steps o
       hasCredential: true,
     });
     // Recorded, then Redis failed before the plan job was queued and the event accepted: the sender got 503.
-    expect(await store.createEvent(meta('evt_orphan'), vault.sealFor('evt_orphan', 'Orphan-pw-1'), 100)).toBe(
+    expect(await store.createEvent(meta('evt_orphan'), vault.sealFor('evt_orphan', 'Orphan-pw-1'), 1_500)).toBe(
       'created',
     );
     // Accepted normally (queued; this test's planner is off).
@@ -219,7 +219,7 @@ describe('an event recorded but never accepted (Redis failed between the steps o
     expect(await store.acceptEvent('evt_orphan', -1_000)).toBe('expired');
 
     expect(await dropUnaccepted(t.ripple.engine, 0)).toEqual([]); // its deadline has not passed yet
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 1_600));
     expect(await dropUnaccepted(t.ripple.engine, 0)).toEqual(['evt_orphan']);
     expect(await store.getEvent('evt_orphan')).toBeUndefined();
     expect(await vault.has('evt_orphan')).toBe(false);
