@@ -156,13 +156,18 @@ describe('POST /v1/password: a change written as the user, then propagated', () 
     expect(status).toMatchObject({ source: 'desktop-app' });
 
     // The webhook app received the event, as the user's own change, without the password.
-    const received = await t.waitFor('the webhook', async () => hook.requests.find((r: ReceivedRequest) => r.body.includes(eventId)));
+    const received = await t.waitFor('the webhook', async () =>
+      hook.requests.find((r: ReceivedRequest) => r.body.includes(eventId)),
+    );
     const payload = JSON.parse(received.body) as Record<string, unknown>;
     expect(JSON.stringify(payload)).not.toContain(NEXT);
     expect(JSON.stringify(payload)).toContain('desktop-app');
 
     // slapd saw one password modify with the old password (the user's), none other by the directory app.
-    const passmods = slapd.output().split('\n').filter((l) => l.includes('PASSMOD') && l.includes(dn));
+    const passmods = slapd
+      .output()
+      .split('\n')
+      .filter((l) => l.includes('PASSMOD') && l.includes(dn));
     expect(passmods.filter((l) => / old/.test(l))).toHaveLength(1);
 
     // No plaintext anywhere in Redis, nor in the logs.
@@ -176,20 +181,241 @@ describe('POST /v1/password: a change written as the user, then propagated', () 
     const dn = await slapd.addUser('bob', INITIAL);
     const short = await change(t, { username: 'bob', currentPassword: INITIAL, newPassword: 'Sh0rt!' });
     expect(short.status).toBe(422);
-    expect(short.json).toMatchObject({ error: 'password_policy', issues: [{ field: 'newPassword' }] });
-    console.log(short.json);
-    const same = await change(t, { username: 'bob', currentPassword: INITIAL, newPassword: INITIAL });
-    expect(same.status).toBe(422);
-    console.log(same.json);
+    // slapd's own diagnostic for a password under pwdMinLength (12).
+    expect(short.json).toEqual({
+      error: 'password_policy',
+      message: 'Password fails quality checking policy',
+      issues: [{ field: 'newPassword', message: 'Password fails quality checking policy' }],
+    });
+    // One change, then back to the first password: in the directory's history (pwdInHistory 3).
+    const first = await change(t, { username: 'bob', currentPassword: INITIAL, newPassword: NEXT });
+    expect(first.status).toBe(202);
+    const back = await change(t, { username: 'bob', currentPassword: NEXT, newPassword: INITIAL });
+    expect(back.status).toBe(422);
+    expect(back.json).toMatchObject({
+      error: 'password_policy',
+      message: 'Password is in history of old passwords',
+      issues: [{ field: 'newPassword' }],
+    });
+    expect(await slapd.canBind(dn, NEXT)).toBe(true);
+    // Only the accepted change was recorded: the refused ones reached no app.
+    const firstId = (first.json as { eventId: string }).eventId;
+    expect((await t.ripple.engine.store.latestForUser('bob')).latest).toBe(firstId);
+    await t.waitForEvent(firstId, ['done']);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(hook.requests.filter((r) => r.body.includes('"bob"'))).toHaveLength(1);
+    // Every refusal is logged, without the passwords.
+    const refusals = t.logs.filter((l) => l.refusal === 'password_policy' && l.username === 'bob');
+    expect(refusals).toHaveLength(2);
+    expect(JSON.stringify(refusals)).not.toContain('Sh0rt!');
+    expect(JSON.stringify(refusals)).not.toContain(INITIAL);
+  });
+
+  it('answers an unknown user and a wrong password alike, in similar time', async () => {
+    const users = ['carol1', 'carol2', 'carol3', 'carol4', 'carol5'];
+    for (const u of users) await slapd.addUser(u, INITIAL);
+    const known: number[] = [];
+    const unknown: number[] = [];
+    let bodies = new Set<string>();
+    for (const u of users) {
+      const wrong = await change(t, { username: u, currentPassword: 'Not-The-Passw0rd!', newPassword: NEXT });
+      const ghost = await change(t, { username: `ghost-${u}`, currentPassword: INITIAL, newPassword: NEXT });
+      expect([wrong.status, ghost.status]).toEqual([401, 401]);
+      bodies = new Set([...bodies, JSON.stringify(wrong.json), JSON.stringify(ghost.json)]);
+      known.push(wrong.ms);
+      unknown.push(ghost.ms);
+    }
+    expect([...bodies]).toEqual([
+      JSON.stringify({ error: 'invalid_credentials', message: 'The username or password is incorrect.' }),
+    ]);
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+    const [k, u] = [median(known), median(unknown)];
+    // Both cost a service bind, a lookup and a refused bind: within 25 ms or 50 % of each other.
+    expect(Math.abs(k - u), `known ${known.join(',')} / unknown ${unknown.join(',')}`).toBeLessThan(
+      Math.max(25, 0.5 * Math.max(k, u)),
+    );
+  });
+
+  it('asks for the code of a user with an authenticator, refuses a wrong, distant or used one', async () => {
+    const dn = await slapd.addUser('dave', INITIAL);
+    const core = createSelfService(t.ripple.engine);
+    const { secret, uri } = await core.mfa.begin('dave');
+    expect(uri).toMatch(/^otpauth:\/\/totp\/Example%20Corp:dave\?/);
+    expect(await core.mfa.enrolled('dave')).toBe(false);
+    // Each accepted code below is of a later step than the one before (each step is accepted once).
+    await awayFromStepEdge();
+    expect(await core.mfa.confirm('dave', secret, await oathtool(secret, -30), { address: nextAddress() })).toBe(true);
+    expect(await core.mfa.enrolled('dave')).toBe(true);
+
+    // Sign-in (the portal's first step) asks for the code too.
+    const signIn = { username: 'dave', password: INITIAL, client: { address: nextAddress() } };
+    expect(await core.signIn(signIn)).toMatchObject({ refused: true, status: 401, code: 'mfa_required', field: 'otp' });
+    await awayFromStepEdge();
+    expect(await core.signIn({ ...signIn, otp: await oathtool(secret) })).toEqual({ username: 'dave', mfa: true });
+
+    const from = nextAddress();
+    const body = { username: 'dave', currentPassword: INITIAL, newPassword: NEXT };
+    const none = await change(t, body, from);
+    expect(none.status).toBe(401);
+    expect(none.json).toMatchObject({ error: 'mfa_required', issues: [{ field: 'otp' }] });
+    const wrong = await change(t, { ...body, otp: (await oathtool(secret)) === '000000' ? '111111' : '000000' }, from);
+    expect(wrong.json).toMatchObject({ error: 'mfa_invalid', issues: [{ field: 'otp' }] });
+    await awayFromStepEdge();
+    for (const offset of [-60, 60]) {
+      const distant = await change(t, { ...body, otp: await oathtool(secret, offset) }, nextAddress());
+      expect(distant.status, `a code ${offset} s away`).toBe(401);
+      expect(distant.json).toMatchObject({ error: 'mfa_invalid' });
+    }
     expect(await slapd.canBind(dn, INITIAL)).toBe(true);
-    const latest = await t.ripple.engine.store.latestForUser('bob');
-    expect(latest.latest).toBeUndefined();
-    expect(hook.requests.filter((r) => r.body.includes('"bob"'))).toEqual([]);
+
+    await awayFromStepEdge();
+    const code = await oathtool(secret, 30); // one step ahead: inside the ±1 window
+    const ok = await change(t, { ...body, otp: code }, nextAddress());
+    expect(ok.status, JSON.stringify(ok.json)).toBe(202);
+    expect(await slapd.canBind(dn, NEXT)).toBe(true);
+    // The same code again (with the now-current password): used once, never again.
+    const again = { username: 'dave', currentPassword: NEXT, newPassword: 'Third-Passw0rd-Three!', otp: code };
+    const replay = await change(t, again, nextAddress());
+    expect(replay.status).toBe(401);
+    expect(replay.json).toMatchObject({ error: 'mfa_invalid', message: expect.stringContaining('already used') });
+    expect(await slapd.canBind(dn, NEXT)).toBe(true);
+    const logged = t.logs.filter((l) => l.username === 'dave' && typeof l.refusal === 'string').map((l) => l.refusal);
+    expect(logged).toEqual(expect.arrayContaining(['mfa_required', 'mfa_invalid']));
+
+    // Wrong codes count as failures: dave has had 4 (lockout.maxFailures) and is locked out now.
+    expect(await core.mfa.disable('dave', '123456', { address: nextAddress() })).toMatchObject({
+      code: 'too_many_attempts',
+    });
+    expect(await core.mfa.enrolled('dave')).toBe(true);
+
+    // The TOTP secret is in Redis only sealed, and never logged.
+    expect(await findInRedis(client, secret)).toEqual([]);
+    expect(t.rawLogs.join('\n')).not.toContain(secret);
+  });
+
+  it('refuses bodies that are not a password change, naming the field', async () => {
+    const missing = await change(t, { username: 'alice', currentPassword: INITIAL });
+    expect(missing.status).toBe(400);
+    expect(missing.json).toMatchObject({
+      error: 'invalid_request',
+      issues: [{ field: 'newPassword', message: 'is required' }],
+    });
+    const extra = await change(t, { username: 'alice', currentPassword: INITIAL, newPassword: NEXT, admin: true });
+    expect(extra.json).toMatchObject({ error: 'invalid_request', issues: [{ message: 'unknown field(s): admin' }] });
+    const otp = await change(t, { username: 'alice', currentPassword: INITIAL, newPassword: NEXT, otp: '12ab56' });
+    expect(otp.json).toMatchObject({ issues: [{ field: 'otp' }] });
+    const device = await change(t, { username: 'alice', currentPassword: INITIAL, newPassword: NEXT, deviceId: 'd1' });
+    expect(device.json).toMatchObject({ issues: [{ field: 'deviceToken' }] });
+    const form = await t.http.inject({
+      method: 'POST',
+      url: '/v1/password',
+      payload: 'username=alice',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    expect(form.statusCode).toBe(415);
+    expect(form.json()).toMatchObject({ error: 'unsupported_media_type' });
+    const huge = await change(t, { username: 'alice', currentPassword: INITIAL, newPassword: 'x'.repeat(20_000) });
+    expect(huge.status).toBe(413);
+    expect(huge.json).toMatchObject({ error: 'body_too_large' });
+    const long = await change(t, { username: 'alice', currentPassword: INITIAL, newPassword: 'x'.repeat(2_000) });
+    expect(long.json).toMatchObject({ error: 'invalid_request', issues: [{ field: 'newPassword' }] });
   });
 });
 
-// Kept for the tests below.
-void createSelfService;
-void oathtool;
-void awayFromStepEdge;
+describe('lockout and status tokens', () => {
+  let t: TestRipple;
+  beforeAll(async () => {
+    t = await startRipple({
+      redisUrl: redis.url,
+      apps: [directoryApp()],
+      service: selfService({ lockout: { maxFailures: 3, window: '3s' }, session: { ttl: '3s' } }),
+    });
+  });
+  afterAll(async () => {
+    await t?.close();
+  });
+
+  it('locks a username after maxFailures from any addresses, with Retry-After, until the window ends', async () => {
+    const dn = await slapd.addUser('erin', INITIAL);
+    for (let i = 0; i < 3; i++) {
+      const wrong = await change(t, { username: 'erin', currentPassword: `Wrong-${i}-Passw0rd!`, newPassword: NEXT });
+      expect(wrong.status).toBe(401);
+    }
+    // Right password, fresh address: still refused, without asking the directory.
+    const locked = await change(t, { username: 'ERIN', currentPassword: INITIAL, newPassword: NEXT });
+    expect(locked.status).toBe(429);
+    expect(locked.json).toMatchObject({ error: 'too_many_attempts' });
+    const retryAfter = Number(locked.headers['retry-after']);
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(3);
+    expect(await slapd.canBind(dn, INITIAL)).toBe(true);
+    expect(t.logs.some((l) => l.refusal === 'too_many_attempts' && l.username === 'ERIN')).toBe(true);
+
+    await new Promise((r) => setTimeout(r, retryAfter * 1000 + 200));
+    const after = await change(t, { username: 'erin', currentPassword: INITIAL, newPassword: NEXT });
+    expect(after.status, JSON.stringify(after.json)).toBe(202);
+  });
+
+  it('locks a client address after maxFailures for any usernames; a success elsewhere resets nothing', async () => {
+    await slapd.addUser('frank', INITIAL);
+    const attacker = nextAddress();
+    for (const u of ['x1', 'x2']) {
+      expect((await change(t, { username: u, currentPassword: INITIAL, newPassword: NEXT }, attacker)).status).toBe(
+        401,
+      );
+    }
+    // frank fails once from the attacker's address, then succeeds from his own.
+    expect(
+      (await change(t, { username: 'frank', currentPassword: 'Wrong-Passw0rd-0!', newPassword: NEXT }, attacker))
+        .status,
+    ).toBe(401);
+    const own = await change(t, { username: 'frank', currentPassword: INITIAL, newPassword: NEXT }, nextAddress());
+    expect(own.status, JSON.stringify(own.json)).toBe(202);
+    // The attacker's address is still locked, for any user, even with a right password.
+    const locked = await change(
+      t,
+      { username: 'frank', currentPassword: NEXT, newPassword: 'Third-Passw0rd-Three!' },
+      attacker,
+    );
+    expect(locked.status).toBe(429);
+    expect(Number(locked.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+  });
+
+  it('gives a status token that shows only that change to that user, and expires', async () => {
+    await slapd.addUser('gina', INITIAL);
+    await slapd.addUser('hank', INITIAL);
+    const g = await change(t, { username: 'gina', currentPassword: INITIAL, newPassword: NEXT });
+    const h = await change(t, { username: 'hank', currentPassword: INITIAL, newPassword: NEXT });
+    const [gina, hank] = [g.json, h.json] as { eventId: string; statusToken: string }[] as [
+      { eventId: string; statusToken: string },
+      { eventId: string; statusToken: string },
+    ];
+    const get = (eventId: string, token?: string) =>
+      t.http.inject({
+        url: `/v1/password/changes/${eventId}`,
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+      });
+    const mine = await get(gina.eventId, gina.statusToken);
+    expect(mine.statusCode).toBe(200);
+    const timeline = mine.json() as { eventId: string; final: boolean; apps: Record<string, unknown>[] };
+    expect(timeline).toMatchObject({ eventId: gina.eventId, final: true });
+    expect(timeline.apps).toEqual([
+      expect.objectContaining({ app: 'corp-ldap', state: 'done', asksToSignIn: false, detail: DIRECTORY_DETAIL }),
+    ]);
+    // Never the admin's fields.
+    expect(Object.keys(timeline.apps[0] ?? {})).not.toContain('lastError');
+    expect(Object.keys(timeline.apps[0] ?? {})).not.toContain('attempts');
+    expect((await get(hank.eventId, gina.statusToken)).statusCode).toBe(401);
+    expect((await get(gina.eventId, hank.statusToken)).statusCode).toBe(401);
+    expect((await get(gina.eventId)).statusCode).toBe(401);
+    expect((await get(gina.eventId, `${gina.statusToken.slice(0, -1)}A`)).statusCode).toBe(401);
+    // Redis holds only the token's hash.
+    expect(await findInRedis(client, gina.statusToken)).toEqual([]);
+    await new Promise((r) => setTimeout(r, 3_200));
+    const expired = await get(gina.eventId, gina.statusToken);
+    expect(expired.statusCode).toBe(401);
+    expect(expired.json()).toMatchObject({ error: 'invalid_token' });
+  });
+});
+
 void passwordChanged;
