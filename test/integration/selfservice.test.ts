@@ -418,4 +418,124 @@ describe('lockout and status tokens', () => {
   });
 });
 
-void passwordChanged;
+describe('ordering, computers and enforced MFA', () => {
+  let t: TestRipple;
+  let hook: Awaited<ReturnType<typeof startReceiver>>;
+  beforeAll(async () => {
+    hook = await startReceiver();
+    t = await startRipple({
+      redisUrl: redis.url,
+      // Changes from other inputs reach the directory 2 s after they arrive.
+      apps: [directoryApp({ delay: '2s' }), webhookApp('hook', hook.url)],
+      service: selfService({ mfa: { issuer: 'Example Corp', enforce: true } }),
+    });
+  });
+  afterAll(async () => {
+    await t?.close();
+    await hook?.close();
+  });
+
+  /** Enrols an authenticator for `username` (a code of the step before now); returns its secret. */
+  async function enrol(username: string): Promise<string> {
+    const core = createSelfService(t.ripple.engine);
+    const { secret } = await core.mfa.begin(username);
+    await awayFromStepEdge();
+    expect(await core.mfa.confirm(username, secret, await oathtool(secret, -30), { address: nextAddress() })).toBe(
+      true,
+    );
+    return secret;
+  }
+
+  it('with mfa.enforce, refuses a user without an authenticator, telling them to enrol in the portal', async () => {
+    const dn = await slapd.addUser('kate', INITIAL);
+    const res = await change(t, { username: 'kate', currentPassword: INITIAL, newPassword: NEXT });
+    expect(res.status).toBe(401);
+    expect(res.json).toMatchObject({ error: 'mfa_not_enrolled', message: expect.stringContaining('portal') });
+    expect(await slapd.canBind(dn, INITIAL)).toBe(true);
+    const secret = await enrol('kate');
+    const otp = await oathtool(secret);
+    const ok = await change(t, { username: 'kate', currentPassword: INITIAL, newPassword: NEXT, otp });
+    expect(ok.status, JSON.stringify(ok.json)).toBe(202);
+    expect(await slapd.canBind(dn, NEXT)).toBe(true);
+  });
+
+  it('supersedes an older change still queued for the directory, and one that arrives late', async () => {
+    const dn = await slapd.addUser('ivan', INITIAL);
+    const secret = await enrol('ivan');
+    // An admin reset from another input, due at the directory in 2 s.
+    const ADMIN_RESET = 'Admin-Reset-Passw0rd-9!';
+    const older = await t.send(passwordChanged('ivan', { source: 'hr', credential: { password: ADMIN_RESET } }));
+    expect(older.status).toBe(202);
+    const olderId = older.json.eventId as string;
+    await t.waitFor('the older change to be planned', async () => (await t.status(olderId)).planned === true);
+
+    const otp = await oathtool(secret);
+    const res = await change(t, { username: 'ivan', currentPassword: INITIAL, newPassword: NEXT, otp });
+    expect(res.status, JSON.stringify(res.json)).toBe(202);
+    const mineId = (res.json as { eventId: string }).eventId;
+    const olderRow = (await t.status(olderId)).apps.find((a) => a.app === 'corp-ldap');
+    expect(olderRow).toMatchObject({ state: 'superseded', supersededBy: mineId });
+
+    // A change dated before the user's, arriving after it: superseded on arrival.
+    const late = await t.send(
+      passwordChanged('ivan', {
+        source: 'hr',
+        occurredAt: new Date(Date.now() - 60_000).toISOString(),
+        credential: { password: 'Late-Reset-Passw0rd-8!' },
+      }),
+    );
+    const lateId = late.json.eventId as string;
+    await t.waitFor('the late change to be planned', async () => (await t.status(lateId)).planned === true);
+    expect((await t.status(lateId)).apps.find((a) => a.app === 'corp-ldap')).toMatchObject({
+      state: 'superseded',
+      supersededBy: mineId,
+    });
+    await new Promise((r) => setTimeout(r, 2_500));
+    expect(await slapd.canBind(dn, NEXT)).toBe(true);
+    expect(await slapd.canBind(dn, ADMIN_RESET)).toBe(false);
+    const mine = (await t.status(mineId)).apps.find((a) => a.app === 'corp-ldap');
+    expect(mine).toMatchObject({ state: 'done', attempts: 0 });
+  });
+
+  it('names the computer the change was made on when its device token checks out, and refuses one that does not', async () => {
+    const dn = await slapd.addUser('judy', INITIAL);
+    const secret = await enrol('judy');
+    const seen: string[][] = [];
+    const core = createSelfService(t.ripple.engine, {
+      verifyDevice: async (deviceId, token, username) => {
+        seen.push([deviceId, username]);
+        return deviceId === 'mac-judy' && token === 'device-token-of-mac-judy' && username === 'judy';
+      },
+    });
+    const base = {
+      username: 'judy',
+      currentPassword: INITIAL,
+      newPassword: NEXT,
+      source: 'desktop-app' as const,
+      client: { address: nextAddress() },
+    };
+    await awayFromStepEdge();
+    const stranger = await core.changePassword({
+      ...base,
+      deviceId: 'mac-judy',
+      deviceToken: 'stolen-or-stale',
+      otp: await oathtool(secret),
+    });
+    expect(stranger).toMatchObject({ refused: true, status: 401, field: 'deviceToken' });
+    expect(await slapd.canBind(dn, INITIAL)).toBe(true);
+    const ok = await core.changePassword({
+      ...base,
+      deviceId: 'mac-judy',
+      deviceToken: 'device-token-of-mac-judy',
+      otp: await oathtool(secret, 30),
+    });
+    if ('refused' in ok && ok.refused) throw new Error(JSON.stringify(ok));
+    const accepted = ok as { eventId: string };
+    const ev = await t.ripple.engine.store.getEvent(accepted.eventId);
+    expect(ev?.meta).toMatchObject({ originDevice: 'mac-judy', initiator: 'user', source: 'desktop-app' });
+    expect(seen).toEqual([
+      ['mac-judy', 'judy'],
+      ['mac-judy', 'judy'],
+    ]);
+  });
+});
