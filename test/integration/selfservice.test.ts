@@ -15,6 +15,7 @@ import {
   webhookApp,
 } from '../support/ripple.js';
 import { type Slapd, startSlapd } from '../support/slapd.js';
+import { tcpHop } from '../support/tcp-hop.js';
 
 const run = promisify(execFile);
 
@@ -537,5 +538,46 @@ describe('ordering, computers and enforced MFA', () => {
       ['mac-judy', 'judy'],
       ['mac-judy', 'judy'],
     ]);
+  });
+});
+
+describe('a delivery to the directory already in flight', () => {
+  it("is waited for: it never lands after the user's change", async () => {
+    const hop = await tcpHop(Number(new URL(slapd.url).port), 'ldap');
+    const app = directoryApp();
+    const t = await startRipple({
+      redisUrl: redis.url,
+      apps: [{ ...app, ldap: { ...app.ldap, url: hop.url } }],
+      service: selfService(),
+    });
+    try {
+      const dn = await slapd.addUser('lena', INITIAL);
+      // An admin reset from another input; its Password Modify reaches slapd only 1.5 s after it was sent.
+      const ADMIN_RESET = 'Admin-Reset-Passw0rd-7!';
+      const rule = hop.add({
+        match: (text) => text.includes('1.3.6.1.4.1.4203.1.11.1'),
+        action: 'holdWrite',
+        ms: 1_500,
+      });
+      const older = await t.send(passwordChanged('lena', { source: 'hr', credential: { password: ADMIN_RESET } }));
+      expect(older.status).toBe(202);
+      await t.waitFor('the reset to be on its way', async () => rule.firedAt !== undefined);
+      // The user changes their password meanwhile, with the password that still binds.
+      expect(await slapd.canBind(dn, INITIAL)).toBe(true);
+      const res = await change(t, { username: 'lena', currentPassword: INITIAL, newPassword: NEXT });
+      // The change waited for the reset to land: the password it was asked with no longer binds.
+      expect(res.status, JSON.stringify(res.json)).toBe(401);
+      expect(res.ms).toBeGreaterThan(500);
+      await t.waitForEvent(older.json.eventId as string, ['done']);
+      expect(await slapd.canBind(dn, ADMIN_RESET)).toBe(true);
+      // With the reset's password, the user's change then goes through, and stays.
+      const again = await change(t, { username: 'lena', currentPassword: ADMIN_RESET, newPassword: NEXT });
+      expect(again.status, JSON.stringify(again.json)).toBe(202);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await slapd.canBind(dn, NEXT)).toBe(true);
+    } finally {
+      await t.close();
+      await hop.close();
+    }
   });
 });
