@@ -359,7 +359,10 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
       }
       const attempt = await lockout.begin(username, client.address);
       if ('retryAfter' in attempt) return refused('sign-in', username, client, tooMany(attempt.retryAfter));
-      const user = await directory.authenticate(username, password);
+      const user = await directory.authenticate(username, password).catch(async (err: unknown) => {
+        await attempt.succeed().catch(() => {});
+        throw err;
+      });
       if (!user) return refused('sign-in', username, client, INVALID_CREDENTIALS);
       const hasMfa = await mfa.enrolled(user.username);
       if (hasMfa) {
@@ -398,6 +401,10 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
         return await changeHeld(input, attempt, (id) => {
           eventId = id;
         });
+      } catch (err) {
+        // The directory or Redis failed: no guess was judged, so it does not count.
+        await attempt.succeed().catch(() => {});
+        throw err;
       } finally {
         // Once planned, an older change finds itself superseded: let its delivery go. Not yet
         // planned (the planner is slow or down): the lock stays until its TTL, so none lands first.

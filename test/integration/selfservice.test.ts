@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import { createSelfService, DIRECTORY_DETAIL } from '../../src/selfservice/selfservice.js';
+import { freePort } from '../../src/util/server-process.js';
 import { findInRedis } from '../support/redis-scan.js';
 import {
   passwordChanged,
@@ -578,6 +579,48 @@ describe('a delivery to the directory already in flight', () => {
     } finally {
       await t.close();
       await hop.close();
+    }
+  });
+});
+
+describe('when the directory cannot take the change', () => {
+  it('answers 503 directory_unavailable for an unreachable directory, and busy while a delivery holds it', async () => {
+    const closed = await freePort();
+    const app = directoryApp({ timeout: '1s', settle: '1s' });
+    const down = await startRipple({
+      redisUrl: redis.url,
+      apps: [{ ...app, ldap: { ...app.ldap, url: `ldap://127.0.0.1:${closed}` } }],
+      service: selfService(),
+    });
+    try {
+      const res = await change(down, { username: 'alice', currentPassword: INITIAL, newPassword: NEXT });
+      expect(res.status).toBe(503);
+      expect(res.json).toMatchObject({ error: 'directory_unavailable' });
+    } finally {
+      await down.close();
+    }
+
+    const t = await startRipple({ redisUrl: redis.url, apps: [directoryApp()], service: selfService() });
+    try {
+      const dn = await slapd.addUser('Nora', INITIAL);
+      // A delivery for nora holds the directory's user+app lock (as a worker's attempt would).
+      const lock = t.ripple.engine.store.lockKey('corp-ldap', 'nora');
+      await client.set(lock, 'some-job#1', 'PX', 60_000);
+      const busy = await change(t, { username: 'nora', currentPassword: INITIAL, newPassword: NEXT });
+      expect(busy.status).toBe(503);
+      expect(busy.json).toMatchObject({ error: 'busy' });
+      expect(busy.ms).toBeGreaterThan(4_500);
+      expect(await slapd.canBind(dn, INITIAL)).toBe(true);
+      await client.del(lock);
+      // Typed in another case: the event names the user as the directory spells it.
+      const ok = await change(t, { username: 'NORA', currentPassword: INITIAL, newPassword: NEXT });
+      expect(ok.status, JSON.stringify(ok.json)).toBe(202);
+      const ev = await t.ripple.engine.store.getEvent((ok.json as { eventId: string }).eventId);
+      expect(ev?.meta.user).toMatchObject({ username: 'Nora', email: 'Nora@example.org' });
+      // The lock is let go once the change is planned.
+      expect(await client.get(lock)).toBeNull();
+    } finally {
+      await t.close();
     }
   });
 });
