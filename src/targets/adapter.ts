@@ -40,6 +40,15 @@ export interface EngineServices {
   sessions?: SessionStore;
   /** Ripple's signing keys from ripple.yaml `signing` (SAML requests, OIDC logout tokens). */
   signing?: SigningKeys;
+  /**
+   * Enrolled computers (`kind: device`), as self-service uses them: per device app of a change, the
+   * hostnames that will ask for the old and new password at next login; the computer a desktop
+   * app's device token belongs to. (The device kind's store has this shape.)
+   */
+  devices?: {
+    hostnamesToPrompt(username: string, eventId: string): Promise<Record<string, string[]>>;
+    verify(deviceId: string, token: string): Promise<{ username: string } | undefined>;
+  };
 }
 
 export interface DeliveryContext<S = unknown> {
