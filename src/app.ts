@@ -10,7 +10,10 @@ import Fastify, {
 import { healthRoutes, metricsRoutes } from './api/health-routes.js';
 import { refusal } from './api/refusal.js';
 import { statusRoutes } from './api/status-routes.js';
+import type { AppConfig } from './config/types.js';
 import { dashboardRoutes } from './dashboard/bull-board.js';
+import { deviceRoutes } from './devices/routes.js';
+import type { DeviceSettings } from './devices/store.js';
 import { ingestRoutes } from './ingest/routes.js';
 import { isConnectionError } from './redis/connections.js';
 import type { RedisHealth } from './redis/health.js';
@@ -120,13 +123,17 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
   );
   await app.register(healthRoutes, { engine });
   await app.register(metricsRoutes, { engine });
-  const { signing, sessions } = engine.services;
+  const { signing, sessions, devices } = engine.services;
   const { issuer, admin } = engine.config.service;
   if (opts.api) {
     await app.register(ingestRoutes, { engine });
     await app.register(statusRoutes, { engine });
     await app.register(dashboardRoutes, { engine });
     if (signing && issuer) await app.register(signingRoutes, { keys: signing, issuer });
+    const deviceApps = [...engine.apps.values()].filter((a) => a.category === 'computer');
+    if (devices && deviceApps.length > 0) {
+      await app.register(deviceRoutes, { engine, devices, apps: deviceApps as AppConfig<DeviceSettings>[] });
+    }
     if (sessions) {
       const sessionApps = [...engine.apps.values()].filter((a) => a.category === 'session');
       await app.register(sessionRoutes, {

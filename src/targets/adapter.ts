@@ -3,11 +3,15 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { SchemaContext } from '../config/schema-context.js';
 import type { AppConfig, ServiceConfig } from '../config/types.js';
+import type { DeviceStore } from '../devices/store.js';
 import type { SessionStore } from '../sessions/store.js';
 import type { SigningKeys } from '../signing/keys.js';
 
-/** What a kind does for the user: make the new password work, end sessions, or just tell. */
-export type TargetCategory = 'credential' | 'session' | 'notify';
+/**
+ * What a kind does for the user: make the new password work, end sessions, just tell, or have the
+ * user's computers catch up (pulled by their agents).
+ */
+export type TargetCategory = 'credential' | 'session' | 'notify' | 'computer';
 
 /** `revoke` ends what the old password opened; `refresh` makes it renew on its next cycle. */
 export type Action = 'revoke' | 'refresh';
@@ -40,6 +44,8 @@ export interface EngineServices {
   sessions?: SessionStore;
   /** Ripple's signing keys from ripple.yaml `signing` (SAML requests, OIDC logout tokens). */
   signing?: SigningKeys;
+  /** Enrolled computers and what each has to catch up with (`kind: device`). */
+  devices?: DeviceStore;
 }
 
 export interface DeliveryContext<S = unknown> {
@@ -57,8 +63,12 @@ export interface DeliveryContext<S = unknown> {
 }
 
 export interface DeliveryResult {
-  /** `skipped`: nothing to do for this user here (e.g. not in this directory); `detail` says why. */
-  outcome: 'done' | 'skipped';
+  /**
+   * `skipped`: nothing to do for this user here (e.g. not in this directory); `detail` says why.
+   * `awaiting`: handed over to parties that answer later (a pulled kind: the user's computers);
+   * the row is parked, holding no worker and no lock, until `settleAwaiting` ends it.
+   */
+  outcome: 'done' | 'skipped' | 'awaiting';
   detail?: string;
   /** Done, but an operator should look (e.g. SAML PartialLogout). */
   warning?: string;
