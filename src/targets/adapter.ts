@@ -110,5 +110,10 @@ export interface TargetAdapter<K extends string = string, S = unknown> {
   concurrency: number;
   /** Schema of the app's `<kind>:` block. May read files relative to the config directory. */
   settings(ctx: SchemaContext): z.ZodType<S>;
+  /**
+   * Checks that span this kind's enabled apps (one value that must not appear in two of them, say),
+   * run by the config loader after each app is valid on its own: each problem names the app file and key.
+   */
+  checkApps?(apps: readonly AppConfig<S>[]): { file: string; key: string; reason: string }[];
   create(app: AppConfig<S>, services: EngineServices): Target;
 }

@@ -1,10 +1,20 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/load.js';
 import type { PendingItem } from '../../src/devices/store.js';
+import { ConfigErrors } from '../../src/errors.js';
 import { submitEvent } from '../../src/ingest/ingest.js';
 import { settleAwaiting } from '../../src/runtime/engine.js';
 import { findInRedis } from '../support/redis-scan.js';
-import { ADMIN_TOKEN, passwordChanged, ripplesPerTest, type TestRipple, webhookApp } from '../support/ripple.js';
+import {
+  ADMIN_TOKEN,
+  passwordChanged,
+  ripplesPerTest,
+  type TestRipple,
+  webhookApp,
+  writeConfig,
+} from '../support/ripple.js';
 
 const ENROLL = 'enroll-token-for-macs-0123456789';
 const OLD_ENROLL = 'older-enroll-token-still-valid-42';
@@ -282,7 +292,7 @@ describe('kind: device — computers catch up at their next login', () => {
     expect(await row(t, eventId)).toMatchObject({ state: 'done', detail: 'synced on mac-a' });
   });
 
-  it('a user with no computer is skipped; other apps of the change go on', async () => {
+  it('a user with no computer enrolled is skipped, and the change is done', async () => {
     const t = await env.ripple({ apps: [macsApp()] });
     await enroll(t, 'mac-a', 'someone-else');
     const eventId = await change(t, 'gina');
@@ -393,5 +403,42 @@ describe('kind: device — computers catch up at their next login', () => {
       }
       expect(await findInRedis(t.ripple.engine.redis, ENROLL)).toEqual([]);
     });
+  });
+
+  it('a computer that is asked when its app is then removed from the config does not keep the change open', async () => {
+    const hook = await env.receiver();
+    const prefix = `rm${randomUUID().slice(0, 6)}`;
+    const t = await env.ripple({ apps: [macsApp()], prefix });
+    const a = await enroll(t, 'mac-a', 'nina');
+    const eventId = await change(t, 'nina');
+    await listed(t, a, [eventId]);
+    await t.close();
+    const after = await env.ripple({ apps: [webhookApp('audit', hook.url)], prefix });
+    const skipped = await rowIn(after, eventId, ['skipped']);
+    expect(skipped.lastError).toMatch(/^not run: app "macs" was removed from the config/);
+    expect((await after.status(eventId)).state).toBe('done');
+  });
+
+  it('config: an enrollment token of two device apps is refused, naming the file and key', () => {
+    const dir = writeConfig([
+      macsApp(),
+      { id: 'pcs', kind: 'device', device: { enrollmentTokens: ['pc-only-token-0123456789', ENROLL] } },
+      { id: 'short', kind: 'device', device: { enrollmentTokens: ['short'] } },
+    ]);
+    try {
+      expect(() => loadConfig(dir, {})).toThrow(ConfigErrors);
+      let messages: string[] = [];
+      try {
+        loadConfig(dir, {});
+      } catch (err) {
+        messages = (err as ConfigErrors).errors.map((e) => e.message.replace(`${dir}/`, ''));
+      }
+      expect(messages).toEqual([
+        'apps/short.yaml: device.enrollmentTokens[0]: each enrollment token must be at least 16 characters',
+        'apps/pcs.yaml: device.enrollmentTokens[1]: also an enrollment token of app "macs": a computer enrolled with it would belong to both (give each app its own)',
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

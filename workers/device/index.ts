@@ -26,6 +26,24 @@ export const deviceAdapter: TargetAdapter<'device', DeviceSettings> = {
   honoursRetryAfter: false,
   concurrency: 20,
   settings: () => settings,
+  // An agent's enrollment token says which app its computer belongs to: one token, one app.
+  checkApps(apps) {
+    const firstUse = new Map<string, string>();
+    const problems: { file: string; key: string; reason: string }[] = [];
+    for (const app of apps) {
+      app.settings.enrollmentTokens.forEach((token, i) => {
+        const other = firstUse.get(token);
+        if (other && other !== app.id) {
+          problems.push({
+            file: app.file,
+            key: `device.enrollmentTokens[${i}]`,
+            reason: `also an enrollment token of app "${other}": a computer enrolled with it would belong to both (give each app its own)`,
+          });
+        } else firstUse.set(token, app.id);
+      });
+    }
+    return problems;
+  },
   create(app, services) {
     const { devices } = services;
     if (!devices) throw new Error('kind device needs the device store (EngineServices.devices)');
