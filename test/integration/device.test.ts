@@ -377,6 +377,7 @@ describe('kind: device — computers catch up at their next login', () => {
       for (const body of [
         { outcome: 'ok' },
         { outcome: 'failed', detail: 'x\u001b[31m' },
+        { outcome: 'failed', detail: 'x'.repeat(501) },
         { outcome: 'synced', extra: 1 },
       ]) {
         const res = await answer(t, a, eventId, body);
