@@ -201,7 +201,8 @@ async function processDelivery(
   inFlight.delete(jobId);
   const { row } = await finishAttempt(engine, attempt, 'release', {
     state: result.outcome,
-    finishedAt: Date.now(),
+    // A parked row is not finished: it ends when its parties have answered.
+    finishedAt: result.outcome === 'awaiting' ? null : Date.now(),
     lastError: null,
     detail: result.detail ?? null,
     warning: result.warning ?? null,

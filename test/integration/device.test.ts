@@ -144,6 +144,8 @@ describe('kind: device — computers catch up at their next login', () => {
 
     const parked = await rowIn(t, eventId, ['awaiting']);
     expect(parked.detail).toBe('waiting for mac-a, mac-b to catch up at the next login');
+    expect(parked.startedAt).not.toBeNull();
+    expect(parked.finishedAt).toBeNull(); // parked is not finished
     const [item] = await listed(t, a, [eventId]);
     expect(item).toMatchObject({ eventId, source: 'user-portal', prompt: 'old-and-new-password' });
     expect(Date.parse(String(item?.occurredAt))).toBeGreaterThan(0);
@@ -166,6 +168,7 @@ describe('kind: device — computers catch up at their next login', () => {
 
     const done = await rowIn(t, eventId, ['done']);
     expect(done.detail).toBe('synced on mac-a; synced on mac-b');
+    expect(Date.parse(String(done.finishedAt))).toBeGreaterThanOrEqual(Date.parse(String(parked.startedAt)));
     expect((await t.status(eventId)).state).toBe('done');
     await listed(t, b, []);
     expect(await t.ripple.engine.services.devices?.hostnamesToPrompt('alice', eventId)).toEqual({ macs: [] });
