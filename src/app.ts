@@ -10,7 +10,10 @@ import Fastify, {
 import { healthRoutes, metricsRoutes } from './api/health-routes.js';
 import { refusal } from './api/refusal.js';
 import { statusRoutes } from './api/status-routes.js';
+import type { AppConfig } from './config/types.js';
 import { dashboardRoutes } from './dashboard/bull-board.js';
+import { deviceRoutes } from './devices/routes.js';
+import type { DeviceSettings } from './devices/store.js';
 import { ingestRoutes } from './ingest/routes.js';
 import { isConnectionError } from './redis/connections.js';
 import type { RedisHealth } from './redis/health.js';
@@ -122,7 +125,7 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
   );
   await app.register(healthRoutes, { engine });
   await app.register(metricsRoutes, { engine });
-  const { signing, sessions } = engine.services;
+  const { signing, sessions, devices } = engine.services;
   const { issuer, admin } = engine.config.service;
   if (opts.api) {
     await app.register(ingestRoutes, { engine });
@@ -132,6 +135,10 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
     // One self-service core for the desktop-app API and the portal.
     const selfService = engine.config.service.selfService ? createSelfService(engine) : undefined;
     if (selfService) await app.register(passwordRoutes, { selfService });
+    const deviceApps = [...engine.apps.values()].filter((a) => a.category === 'computer');
+    if (devices && deviceApps.length > 0) {
+      await app.register(deviceRoutes, { engine, devices, apps: deviceApps as AppConfig<DeviceSettings>[] });
+    }
     if (sessions) {
       const sessionApps = [...engine.apps.values()].filter((a) => a.category === 'session');
       await app.register(sessionRoutes, {

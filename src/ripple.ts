@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { targetKinds } from '../workers/index.js';
 import { buildApp } from './app.js';
 import { type LoadedConfig, loadConfig } from './config/load.js';
+import { DeviceStore } from './devices/store.js';
 import { errorMessage, StartupError } from './errors.js';
 import { createLogger } from './log.js';
 import { Metrics } from './metrics/metrics.js';
@@ -128,12 +129,14 @@ export class Ripple {
     const metrics = new Metrics();
     const engineOn = (connection: Redis): Engine => {
       const vault = new Vault(connection, prefix, service.vault);
+      const store = new StatusStore(connection, prefix, service.status.retention);
       const services: EngineServices = {
         config: service,
         redis: connection,
         prefix,
         log,
         sessions: new SessionStore(connection, prefix, vault),
+        devices: new DeviceStore(connection, prefix, store),
         ...(config.signing ? { signing: config.signing } : {}),
       };
       const queues = createQueues(connection, prefix, kinds);
@@ -142,7 +145,7 @@ export class Ripple {
         config,
         prefix,
         redis: connection,
-        store: new StatusStore(connection, prefix, service.status.retention),
+        store,
         vault,
         queues,
         metrics,

@@ -1,4 +1,5 @@
 import type { TargetAdapter } from '../src/targets/adapter.js';
+import { deviceAdapter } from './device/index.js';
 import { ldapAdapter } from './ldap/index.js';
 import { oidcAdapter } from './oidc/index.js';
 import { radiusAdapter } from './radius/index.js';
@@ -15,6 +16,7 @@ export const targetKinds = {
   radius: radiusAdapter,
   saml: samlAdapter,
   oidc: oidcAdapter,
+  device: deviceAdapter,
   // biome-ignore lint/suspicious/noExplicitAny: each adapter has its own settings type
 } satisfies { [K in string]: TargetAdapter<K, any> };
 

@@ -45,9 +45,11 @@ export async function statusRoutes(app: FastifyInstance, opts: { engine: Engine 
     }
     if (ev.meta.planned) {
       // A pending row whose job is gone would never run: give it its job back. A waiting row of an
-      // app no longer configured would wait for ever: skip it.
+      // app no longer configured would wait for ever (so would an awaiting one): skip it.
       await requeueLost(engine, req.params.id, ev.meta.user.username, ev.rows);
-      if (Object.entries(ev.rows).some(([app, r]) => r.state === 'waiting' && !engine.apps.has(app))) {
+      const stranded = (app: string, r: AppRow) =>
+        (r.state === 'waiting' || r.state === 'awaiting') && !engine.apps.has(app);
+      if (Object.entries(ev.rows).some(([app, r]) => stranded(app, r))) {
         await skipUnconfiguredWaiting(engine, req.params.id, ev.meta.user.username, ev.rows);
         ev = (await engine.store.getEvent(req.params.id)) ?? ev;
       }

@@ -6,6 +6,7 @@ import { devSecretsMessage, findDevSecrets, isLoopback } from '../config/dev-sec
 import { formatDuration } from '../config/duration.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { AppConfig } from '../config/types.js';
+import { AGENT_USAGE, agent } from '../devices/agent.js';
 import { ConfigErrors, errorMessage, RippleError, StartupError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { planPropagation } from '../planner/plan.js';
@@ -33,6 +34,7 @@ usage:
                                        (default: no credential; credential kinds such as ldap then fail)
     --url URL                          Ripple's base URL (default: http://$HOST:$PORT, i.e. http://127.0.0.1:8080)
                                        The webhook-id is a new evt_… each time; occurredAt is now.
+${AGENT_USAGE}
 
 environment: RIPPLE_CONFIG (./config), REDIS_URL (unset: the embedded redis-server, start and probe only),
              RIPPLE_DATA_DIR (the embedded Redis's data; default: var/<config dir name>/redis beside the
@@ -75,6 +77,8 @@ async function main(argv: string[]): Promise<number> {
       return probe(rest);
     case 'emit':
       return emit(rest);
+    case 'agent':
+      return agent(rest, usage);
     case undefined:
     case 'help':
     case '--help':

@@ -82,6 +82,10 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
   }
 
   checkDependencies(apps, broken, errors);
+  for (const adapter of Object.values(targetKinds) as TargetAdapter[]) {
+    const ofKind = apps.filter((a) => a.enabled && a.kind === adapter.kind);
+    for (const p of adapter.checkApps?.(ofKind) ?? []) errors.push(new ConfigError(p.file, p.key, p.reason));
+  }
   const warnings: ConfigError[] = [];
   if (service) {
     checkReach(apps, traitsOf, { key: 'vault.ttl', ms: service.vault.ttl }, errors);

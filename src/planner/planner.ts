@@ -12,7 +12,7 @@ import type { AppRow } from '../status/model.js';
 import { planPropagation } from './plan.js';
 
 /** States a newer change may take over from an older event (an active delivery finishes first). */
-const SUPERSEDABLE = ['scheduled', 'waiting', 'retrying', 'failed'] as const;
+const SUPERSEDABLE = ['scheduled', 'waiting', 'retrying', 'awaiting', 'failed'] as const;
 
 /**
  * Turns one received event into one row and (when due without dependencies) one delayed

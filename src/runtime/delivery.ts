@@ -12,6 +12,7 @@ import {
   type Engine,
   logTransition,
   resolveDependents,
+  settleAwaiting,
   settleCredential,
   skipNoLongerConfigured,
 } from './engine.js';
@@ -200,13 +201,17 @@ async function processDelivery(
   inFlight.delete(jobId);
   const { row } = await finishAttempt(engine, attempt, 'release', {
     state: result.outcome,
-    finishedAt: Date.now(),
+    // A parked row is not finished: it ends when its parties have answered.
+    finishedAt: result.outcome === 'awaiting' ? null : Date.now(),
     lastError: null,
     detail: result.detail ?? null,
     warning: result.warning ?? null,
   });
   engine.metrics.appJobs.inc({ kind: app.kind, app: appId, outcome: result.outcome });
   if (row) logTransition(engine, eventId, appId, row);
+  // Parked without a worker or the lock: its parties answer in their own time. One may have
+  // answered while it was being parked, so it is decided once now; each later answer decides it too.
+  if (result.outcome === 'awaiting') return void (await settleAwaiting(engine, eventId, appId, username));
   await resolveDependents(engine, eventId, appId, username);
   if (adapterFor(app.kind).needsCredential) await settleCredential(engine, eventId);
 }
@@ -238,6 +243,7 @@ async function notConfigured(engine: Engine, job: Job<DeliveryJob>, token: strin
  */
 async function finishBookkeeping(engine: Engine, app: AppConfig, data: DeliveryJob, row: AppRow) {
   if (row.state === 'waiting') return;
+  if (row.state === 'awaiting') return void (await settleAwaiting(engine, data.eventId, app.id, data.username));
   await resolveDependents(engine, data.eventId, app.id, data.username);
   if (adapterFor(app.kind).needsCredential) await settleCredential(engine, data.eventId);
   if (row.state === 'failed') throw new DeadLetterError(row.lastError ?? 'failed');

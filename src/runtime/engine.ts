@@ -7,7 +7,7 @@ import type { AppConfig } from '../config/types.js';
 import type { EventMeta } from '../events/event.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { AppRow } from '../status/model.js';
-import type { StatusStore } from '../status/store.js';
+import type { AnswerVerdict, StatusStore } from '../status/store.js';
 import type { EngineServices, Target, TargetAdapter } from '../targets/adapter.js';
 import type { Vault } from '../vault/vault.js';
 import { type DeliveryJob, deliveryJobId, type Queues } from './queues.js';
@@ -117,6 +117,28 @@ export async function resolveDependents(engine: Engine, eventId: string, app: st
   };
   await visit(app);
   if (Object.keys(released).length > 0) await enqueueScheduled(engine, eventId, username, released);
+}
+
+/**
+ * Decides an app row parked `awaiting` (a pulled kind: the user's computers answer in their own
+ * time), recording `answer` first when one came: done once every party answered done, failed when
+ * one failed, superseded when a newer change exists. Whatever ends it settles its dependents, as
+ * every other end does. Returns what became of the answer.
+ */
+export async function settleAwaiting(
+  engine: Engine,
+  eventId: string,
+  app: string,
+  username: string,
+  answer?: { party: string; state: 'done' | 'failed'; note: string },
+): Promise<AnswerVerdict | undefined> {
+  const out = await engine.store.settleAwaiting({ eventId, app, username, now: Date.now(), answer });
+  if (out.row) {
+    logTransition(engine, eventId, app, out.row);
+    engine.metrics.appJobs.inc({ kind: out.row.kind, app, outcome: out.row.state });
+    await resolveDependents(engine, eventId, app, username);
+  }
+  return out.answer;
 }
 
 /** Adds the delivery job of every `scheduled` row (a job id per event and app makes a second add a no-op). */

@@ -94,7 +94,8 @@ export async function requeueLost(
 
 /**
  * A `waiting` row of an app no longer in the config has no job and nothing that will ever decide
- * it (its dependencies are resolved from the config): skip it, saying so, when the event is looked at.
+ * it (its dependencies are resolved from the config), nor has an `awaiting` one (nobody answers
+ * for an app that is gone): skip it, saying so, when the event is looked at.
  */
 export async function skipUnconfiguredWaiting(
   engine: Engine,
@@ -103,8 +104,8 @@ export async function skipUnconfiguredWaiting(
   rows: Record<string, AppRow>,
 ) {
   for (const [app, row] of Object.entries(rows)) {
-    if (row.state === 'waiting' && !engine.apps.has(app)) {
-      await skipNoLongerConfigured(engine, eventId, app, username, ['waiting']);
+    if ((row.state === 'waiting' || row.state === 'awaiting') && !engine.apps.has(app)) {
+      await skipNoLongerConfigured(engine, eventId, app, username, [row.state]);
     }
   }
 }

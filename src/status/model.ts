@@ -5,6 +5,7 @@ export const APP_STATES = [
   'waiting',
   'active',
   'retrying',
+  'awaiting',
   'done',
   'failed',
   'superseded',

@@ -77,6 +77,10 @@ export class StatusStore {
   private waitersKey(app: string, username: string): string {
     return `${this.lockKey(app, username)}:waiters`;
   }
+  /** Who must still answer for an `awaiting` row (see `lua/expect-answers-2.lua`). */
+  private answersKey(eventId: string, app: string): string {
+    return `${this.prefix}:answers:${eventId}:${app}`;
+  }
   private rateKeys(app: string): [string, string] {
     return [`${this.prefix}:rate:${app}`, `${this.prefix}:rate:${app}:reserved`];
   }
@@ -315,4 +319,81 @@ export class StatusStore {
     const out = (await this.run('resolve-dependent', this.eventKey(eventId), app, now, ...deps)) as string | null;
     return out ? (JSON.parse(out) as AppRow) : undefined;
   }
+
+  /**
+   * Writes who must answer before an app row parked `awaiting` can end (an answer already `done`
+   * is kept, so an operator retry does not ask again who had caught up). Returns the party ids
+   * still `pending`.
+   */
+  async expectAnswers(eventId: string, app: string, parties: AwaitedParty[]): Promise<string[]> {
+    const args = parties.flatMap((p) => [
+      p.id,
+      JSON.stringify({ label: p.label, state: p.state, ...(p.note ? { note: p.note } : {}) }),
+    ]);
+    return (await this.run(
+      'expect-answers',
+      this.answersKey(eventId, app),
+      this.eventKey(eventId),
+      this.retentionMs,
+      ...args,
+    )) as string[];
+  }
+
+  /** Every party's answer so far for an `awaiting` row (empty when none was expected). */
+  async answers(eventId: string, app: string): Promise<Record<string, AwaitedAnswer>> {
+    const all = await this.redis.hgetall(this.answersKey(eventId, app));
+    return Object.fromEntries(Object.entries(all).map(([k, v]) => [k, JSON.parse(v) as AwaitedAnswer]));
+  }
+
+  /**
+   * Records one party's answer (if given) and decides an `awaiting` row from all of them, in one
+   * step (`lua/settle-awaiting-3.lua`): done when all are done, failed when one failed,
+   * superseded when a newer change exists. Returns the answer's verdict and the row if it changed.
+   */
+  async settleAwaiting(args: {
+    eventId: string;
+    app: string;
+    username: string;
+    now: number;
+    answer?: { party: string; state: 'done' | 'failed'; note: string } | undefined;
+  }): Promise<{ answer: AnswerVerdict | undefined; row?: AppRow }> {
+    const { answer } = args;
+    const [verdict, row] = (await this.run(
+      'settle-awaiting',
+      this.eventKey(args.eventId),
+      this.answersKey(args.eventId, args.app),
+      this.userKey(args.username),
+      args.app,
+      args.eventId,
+      args.now,
+      answer?.party ?? '',
+      answer ? JSON.stringify({ state: answer.state, note: answer.note }) : '',
+    )) as [string, string];
+    return {
+      answer: verdict ? (verdict as AnswerVerdict) : undefined,
+      ...(row ? { row: JSON.parse(row) as AppRow } : {}),
+    };
+  }
 }
+
+/** One party an `awaiting` row waits on (a computer of the user), as the delivery parks it. */
+export interface AwaitedParty {
+  id: string;
+  /** How people know it (a hostname). */
+  label: string;
+  /** `done` from the start (e.g. the computer the change was made on), or `pending`. */
+  state: 'pending' | 'done';
+  /** What the row's detail says of it once answered. */
+  note?: string | undefined;
+}
+
+export interface AwaitedAnswer {
+  label: string;
+  state: 'pending' | 'done' | 'failed';
+  note?: string;
+  /** When it answered, epoch ms. */
+  at?: number;
+}
+
+/** What became of an answer: counted, a repeat, too late (already answered otherwise), or from no expected party. */
+export type AnswerVerdict = 'recorded' | 'same' | 'not_pending' | 'unknown';

@@ -3,11 +3,15 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { SchemaContext } from '../config/schema-context.js';
 import type { AppConfig, ServiceConfig } from '../config/types.js';
+import type { DeviceStore } from '../devices/store.js';
 import type { SessionStore } from '../sessions/store.js';
 import type { SigningKeys } from '../signing/keys.js';
 
-/** What a kind does for the user: make the new password work, end sessions, or just tell. */
-export type TargetCategory = 'credential' | 'session' | 'notify';
+/**
+ * What a kind does for the user: make the new password work, end sessions, just tell, or have the
+ * user's computers catch up (pulled by their agents).
+ */
+export type TargetCategory = 'credential' | 'session' | 'notify' | 'computer';
 
 /** `revoke` ends what the old password opened; `refresh` makes it renew on its next cycle. */
 export type Action = 'revoke' | 'refresh';
@@ -40,15 +44,8 @@ export interface EngineServices {
   sessions?: SessionStore;
   /** Ripple's signing keys from ripple.yaml `signing` (SAML requests, OIDC logout tokens). */
   signing?: SigningKeys;
-  /**
-   * Enrolled computers (`kind: device`), as self-service uses them: per device app of a change, the
-   * hostnames that will ask for the old and new password at next login; the computer a desktop
-   * app's device token belongs to. (The device kind's store has this shape.)
-   */
-  devices?: {
-    hostnamesToPrompt(username: string, eventId: string): Promise<Record<string, string[]>>;
-    verify(deviceId: string, token: string): Promise<{ username: string } | undefined>;
-  };
+  /** Enrolled computers and what each has to catch up with (`kind: device`). */
+  devices?: DeviceStore;
 }
 
 export interface DeliveryContext<S = unknown> {
@@ -66,8 +63,12 @@ export interface DeliveryContext<S = unknown> {
 }
 
 export interface DeliveryResult {
-  /** `skipped`: nothing to do for this user here (e.g. not in this directory); `detail` says why. */
-  outcome: 'done' | 'skipped';
+  /**
+   * `skipped`: nothing to do for this user here (e.g. not in this directory); `detail` says why.
+   * `awaiting`: handed over to parties that answer later (a pulled kind: the user's computers);
+   * the row is parked, holding no worker and no lock, until `settleAwaiting` ends it.
+   */
+  outcome: 'done' | 'skipped' | 'awaiting';
   detail?: string;
   /** Done, but an operator should look (e.g. SAML PartialLogout). */
   warning?: string;
@@ -109,5 +110,10 @@ export interface TargetAdapter<K extends string = string, S = unknown> {
   concurrency: number;
   /** Schema of the app's `<kind>:` block. May read files relative to the config directory. */
   settings(ctx: SchemaContext): z.ZodType<S>;
+  /**
+   * Checks that span this kind's enabled apps (one value that must not appear in two of them, say),
+   * run by the config loader after each app is valid on its own: each problem names the app file and key.
+   */
+  checkApps?(apps: readonly AppConfig<S>[]): { file: string; key: string; reason: string }[];
   create(app: AppConfig<S>, services: EngineServices): Target;
 }
