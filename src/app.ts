@@ -15,6 +15,8 @@ import { ingestRoutes } from './ingest/routes.js';
 import { isConnectionError } from './redis/connections.js';
 import type { RedisHealth } from './redis/health.js';
 import type { Engine } from './runtime/engine.js';
+import { passwordRoutes } from './selfservice/routes.js';
+import { createSelfService } from './selfservice/selfservice.js';
 import { sessionRoutes } from './sessions/routes.js';
 import { signingRoutes } from './signing/routes.js';
 
@@ -127,6 +129,9 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
     await app.register(statusRoutes, { engine });
     await app.register(dashboardRoutes, { engine });
     if (signing && issuer) await app.register(signingRoutes, { keys: signing, issuer });
+    // One self-service core for the desktop-app API and the portal.
+    const selfService = engine.config.service.selfService ? createSelfService(engine) : undefined;
+    if (selfService) await app.register(passwordRoutes, { selfService });
     if (sessions) {
       const sessionApps = [...engine.apps.values()].filter((a) => a.category === 'session');
       await app.register(sessionRoutes, {

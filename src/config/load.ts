@@ -106,6 +106,11 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
         ),
       );
     }
+    const directory = service.selfService?.directory;
+    if (directory !== undefined) {
+      const reason = directoryProblem(apps, directory, broken);
+      if (reason) errors.push(new ConfigError(serviceFile, 'selfService.directory', reason));
+    }
     for (const kind of Object.keys(service.workers.concurrency)) {
       if (!(kind in targetKinds)) {
         errors.push(new ConfigError(serviceFile, `workers.concurrency.${kind}`, `unknown kind (known: ${kindList()})`));
@@ -115,6 +120,19 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
   if (errors.length > 0 || !service) throw new ConfigErrors(errors);
   apps.sort((a, b) => a.id.localeCompare(b.id));
   return { dir: root, service, signing, apps, warnings };
+}
+
+/** Why `selfService.directory` cannot serve as the directory users sign in against, if it cannot. */
+function directoryProblem(apps: AppConfig[], id: string, broken: Set<string>): string | undefined {
+  const app = apps.find((a) => a.id === id);
+  if (!app) {
+    if (broken.has(id)) return undefined;
+    const ldap = apps.filter((a) => a.kind === 'ldap').map((a) => a.id);
+    return `no app "${id}" (${ldap.length ? `ldap apps: ${ldap.join(', ')}` : 'there is no ldap app'})`;
+  }
+  if (app.kind !== 'ldap') return `"${id}" is a ${app.kind} app; it must be an ldap app (users sign in against it)`;
+  if (!app.enabled) return `"${id}" is disabled (enabled: false); self-service needs it`;
+  return undefined;
 }
 
 function kindList(): string {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { selfServiceSchema } from '../selfservice/config.js';
 import { signingSchema } from '../signing/keys.js';
 import type { TargetAdapter } from '../targets/adapter.js';
 import { formatDuration } from './duration.js';
@@ -73,6 +74,8 @@ export const serviceSchema = z.strictObject({
   issuer: z.url().optional(),
   /** Keys Ripple signs SAML LogoutRequests and OIDC logout tokens with (first = active). */
   signing: signingSchema.optional(),
+  /** The desktop-app API and the portal: users change their own password (see src/selfservice/). */
+  selfService: selfServiceSchema.optional(),
 });
 
 export type ServiceConfig = z.output<typeof serviceSchema>;

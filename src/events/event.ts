@@ -7,7 +7,7 @@ export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 /** `webhook-id`: the event id. Restricted so it is safe in Redis keys, job ids and URLs. */
 export const EVENT_ID = /^[A-Za-z0-9_.-]{1,128}$/;
 
-const username = z
+export const username = z
   .string()
   .min(1)
   .max(256)
@@ -57,4 +57,6 @@ export interface EventMeta extends PasswordChange {
   acceptBy?: number;
   /** App → older event whose row for that app this event supersedes. */
   supersedes?: Record<string, string>;
+  /** Apps the input changed itself (see `NewEvent.alreadyDone`): planned `done`, never delivered. */
+  alreadyDone?: { app: string; detail: string }[];
 }

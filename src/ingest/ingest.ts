@@ -139,6 +139,12 @@ export interface NewEvent {
   password?: string | undefined;
   /** Identifies the input's content: a repeat with the same id and hash is a duplicate, another hash a conflict (409). */
   bodyHash: string;
+  /**
+   * Apps the input has already changed (self-service writes the directory as the user first):
+   * their rows are planned `done` with this detail and never delivered, yet still claim "newest
+   * change" for the user, so an older change still queued for them is superseded.
+   */
+  alreadyDone?: EventMeta['alreadyDone'];
 }
 
 /**
@@ -183,6 +189,7 @@ export async function submitEvent(
     source: event.source,
     ...(event.initiator ? { initiator: event.initiator } : {}),
     ...(event.originDevice ? { originDevice: event.originDevice } : {}),
+    ...(event.alreadyDone?.length ? { alreadyDone: event.alreadyDone } : {}),
     user: event.user,
     bodyHash: event.bodyHash,
     hasCredential: event.password !== undefined,

@@ -32,14 +32,28 @@ export async function planEvent(engine: Engine, eventId: string, now = Date.now(
   if (!meta.planned) {
     const plan = planPropagation([...engine.apps.values()], meta.user, Date.parse(meta.receivedAt));
     const planned: Record<string, AppRow> = {};
+    const done = new Map((meta.alreadyDone ?? []).map((d) => [d.app, d.detail]));
     for (const item of plan.apps) {
-      planned[item.app.id] = {
-        kind: item.app.kind,
-        action: item.app.action,
-        dueAt: item.dueAt,
-        attempts: 0,
-        state: item.after.length > 0 ? 'waiting' : 'scheduled',
-      };
+      const detail = done.get(item.app.id);
+      planned[item.app.id] =
+        detail !== undefined
+          ? // Changed by the input itself: final now, and its dependents may go.
+            {
+              kind: item.app.kind,
+              action: item.app.action,
+              dueAt: now,
+              attempts: 0,
+              state: 'done',
+              detail,
+              finishedAt: now,
+            }
+          : {
+              kind: item.app.kind,
+              action: item.app.action,
+              dueAt: item.dueAt,
+              attempts: 0,
+              state: item.after.length > 0 ? 'waiting' : 'scheduled',
+            };
     }
     const claims = await engine.store.plan(
       { id: eventId, username, occurredAtMs: Date.parse(meta.occurredAt) },
@@ -56,9 +70,10 @@ export async function planEvent(engine: Engine, eventId: string, now = Date.now(
     supersedes = claims.flatMap((c) => (c.supersedes ? [[c.app, c.supersedes] as [string, string]] : []));
   }
   await supersede(engine, supersedes, eventId, username);
-  // A row written superseded on arrival ends its dependents here (they may be skipped).
+  // A row written superseded on arrival ends its dependents here (they may be skipped); so does
+  // one the input already did (done at planning: they may go).
   for (const [app, row] of Object.entries(rows)) {
-    if (row.state === 'superseded') await resolveDependents(engine, eventId, app, username);
+    if (row.state === 'superseded' || row.state === 'done') await resolveDependents(engine, eventId, app, username);
   }
   await enqueueScheduled(engine, eventId, username, rows, now);
   await settleCredential(engine, eventId, { meta, rows });

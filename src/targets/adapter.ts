@@ -40,6 +40,14 @@ export interface EngineServices {
   sessions?: SessionStore;
   /** Ripple's signing keys from ripple.yaml `signing` (SAML requests, OIDC logout tokens). */
   signing?: SigningKeys;
+  /**
+   * Enrolled computers (`kind: device`), for self-service: which of the user's computers will ask
+   * for the old and new password at next login, and whether a desktop app's device token is valid.
+   */
+  devices?: {
+    hostnamesToPrompt(username: string, eventId: string): Promise<string[]>;
+    verifyDevice?(deviceId: string, token: string, username: string): Promise<boolean>;
+  };
 }
 
 export interface DeliveryContext<S = unknown> {

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
-import { Attribute, Change, Client, ResultCodeError } from 'ldapts';
+import { Attribute, Change, Client, type Entry, ResultCodeError } from 'ldapts';
 import { z } from 'zod';
 import { pem, type SchemaContext } from '../../src/config/schema-context.js';
 import { DeliveryError, errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
@@ -167,7 +167,7 @@ function tlsOptions(s: LdapSettings): ConnectionOptions {
 }
 
 /** Runs `fn` with a connected (and, with startTLS, upgraded) client; aborts with the signal. */
-async function withClient<T>(
+export async function withClient<T>(
   s: LdapSettings,
   timeouts: Timeouts,
   signal: AbortSignal,
@@ -216,20 +216,25 @@ async function step<T>(name: string, op: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Finds the user's DN, or says why they are not in this directory. */
-async function resolveUser(
+export type FoundUser = { dn: string; entry: Entry } | { skip: string };
+
+/**
+ * Finds the user's DN (and reads `attributes` of the entry), or says why they are not in this
+ * directory. The connection must be bound as the service (or be allowed to search anonymously).
+ */
+export async function resolveUser(
   client: Client,
   s: LdapSettings,
-  ctx: DeliveryContext,
-): Promise<{ dn: string } | { skip: string }> {
-  const { user } = ctx.event;
+  user: { username: string; email?: string | undefined; id?: string | undefined },
+  attributes: string[] = ['1.1'],
+): Promise<FoundUser> {
   const values = { username: user.username, email: user.email, id: user.id };
   if (s.userDN !== undefined) {
     const rendered = renderTemplate(s.userDN, values, escapeDnValue);
     if ('missing' in rendered) return { skip: `user has no ${rendered.missing} for userDN ${s.userDN}` };
     try {
-      await client.search(rendered.text, { scope: 'base', filter: '(objectClass=*)', attributes: ['1.1'] });
-      return { dn: rendered.text };
+      const found = await client.search(rendered.text, { scope: 'base', filter: '(objectClass=*)', attributes });
+      return { dn: rendered.text, entry: found.searchEntries[0] ?? { dn: rendered.text } };
     } catch (err) {
       if (err instanceof ResultCodeError && err.code === 32) return { skip: `no entry ${rendered.text} in ${s.url}` };
       throw classifyLdapError(err, `read ${rendered.text}`);
@@ -239,9 +244,9 @@ async function resolveUser(
   const rendered = renderTemplate(search.filter, values, escapeFilterValue);
   if ('missing' in rendered) return { skip: `user has no ${rendered.missing} for filter ${search.filter}` };
   const result = await step(`search ${search.base} for ${rendered.text}`, () =>
-    client.search(search.base, { scope: search.scope, filter: rendered.text, attributes: ['1.1'], sizeLimit: 2 }),
+    client.search(search.base, { scope: search.scope, filter: rendered.text, attributes, sizeLimit: 2 }),
   ).catch((err: DeliveryError) => {
-    if (err.code === 'LDAP_SIZE_LIMIT_EXCEEDED') return { searchEntries: [{ dn: '' }, { dn: '' }] };
+    if (err.code === 'LDAP_SIZE_LIMIT_EXCEEDED') return { searchEntries: [{ dn: '' }, { dn: '' }] as Entry[] };
     throw err;
   });
   const entries = result.searchEntries;
@@ -252,7 +257,8 @@ async function resolveUser(
       `more than one entry matches ${rendered.text} under ${search.base}: make the filter unique`,
     );
   }
-  return { dn: (entries[0] as { dn: string }).dn };
+  const entry = entries[0] as Entry;
+  return { dn: entry.dn, entry };
 }
 
 async function writePassword(client: Client, s: LdapSettings, dn: string, password: string): Promise<void> {
@@ -295,7 +301,7 @@ type Written = { skip: string } | { dn: string; alreadySet?: string };
  * app's `timeout` + `settle`: closing the socket earlier would let the directory apply the write
  * after Ripple gave up on it — after a newer change, even. The engine waits that long too.
  */
-interface Timeouts {
+export interface Timeouts {
   connect: number;
   operation: number;
 }
@@ -315,7 +321,7 @@ function createTarget(s: LdapSettings, timeouts: Timeouts) {
   async function write(client: Client, ctx: DeliveryContext, password: string): Promise<Written> {
     const serviceBind = () => step(`bind as ${s.bindDN}`, () => client.bind(s.bindDN, s.bindPassword));
     await serviceBind();
-    const user = await resolveUser(client, s, ctx);
+    const user = await resolveUser(client, s, ctx.event.user);
     if ('skip' in user) return user;
     const checkFirst = s.verify && ctx.attempt > 1;
     if (checkFirst) {

@@ -36,10 +36,16 @@ function tlv(tag: number, value: Buffer): Buffer {
 /**
  * PasswdModifyRequestValue ::= SEQUENCE { userIdentity [0] OCTET STRING OPTIONAL,
  * oldPasswd [1] OCTET STRING OPTIONAL, newPasswd [2] OCTET STRING OPTIONAL } (RFC 3062 §2).
+ * `oldPassword` is for a user changing their own password: the server checks it and applies
+ * the user's password policy (an administrator's reset leaves it out).
  */
-export function passwordModifyRequest(userDN: string, newPassword: string): Buffer {
+export function passwordModifyRequest(userDN: string, newPassword: string, oldPassword?: string): Buffer {
   return tlv(
     0x30,
-    Buffer.concat([tlv(0x80, Buffer.from(userDN, 'utf8')), tlv(0x82, Buffer.from(newPassword, 'utf8'))]),
+    Buffer.concat([
+      tlv(0x80, Buffer.from(userDN, 'utf8')),
+      ...(oldPassword === undefined ? [] : [tlv(0x81, Buffer.from(oldPassword, 'utf8'))]),
+      tlv(0x82, Buffer.from(newPassword, 'utf8')),
+    ]),
   );
 }

@@ -1,0 +1,150 @@
+import { type Client, type Entry, ResultCodeError } from 'ldapts';
+import {
+  classifyLdapError,
+  type LdapSettings,
+  PASSWORD_MODIFY_OID,
+  passwordModifyRequest,
+  resolveUser,
+  withClient,
+} from '../../workers/ldap/index.js';
+import type { AppConfig } from '../config/types.js';
+import { sameUserKey } from '../events/event.js';
+
+/** A directory user, as the event that records their change names them. */
+export interface DirectoryUser {
+  dn: string;
+  /** As the directory spells it (`uid`) when it names the same user, else as typed. */
+  username: string;
+  /** `entryUUID` when the directory has it, else the DN. */
+  id: string;
+  email?: string | undefined;
+  /** The first RDN value of each `memberOf` group (what `assign: { groups }` names). */
+  groups: string[];
+}
+
+export type PasswordWrite =
+  | { outcome: 'changed'; user: DirectoryUser }
+  | { outcome: 'invalid_credentials' }
+  /** The directory's password policy refused the new password; `reason` is its own words. */
+  | { outcome: 'policy'; reason: string };
+
+/** Result codes with which a directory refuses a user's new password under its policy. */
+const POLICY_CODES = new Set([19, 53]);
+
+const ATTRIBUTES = ['uid', 'mail', 'entryUUID', 'memberOf'];
+
+/** ldapts appends " Code: 0x13" to the server's diagnostic message; the user should read only the latter. */
+export function diagnostic(err: ResultCodeError): string {
+  return err.message.replace(/\s*Code: 0x[0-9a-f]+\s*$/i, '').trim();
+}
+
+const first = (v: Entry[string] | undefined): string | undefined => {
+  const value = Array.isArray(v) ? v[0] : v;
+  return value === undefined ? undefined : String(value);
+};
+
+function directoryUser(typed: string, dn: string, entry: Entry): DirectoryUser {
+  const uid = first(entry.uid);
+  const memberOf =
+    entry.memberOf === undefined ? [] : Array.isArray(entry.memberOf) ? entry.memberOf : [entry.memberOf];
+  return {
+    dn,
+    username: uid !== undefined && sameUserKey(uid) === sameUserKey(typed) ? uid : typed,
+    id: first(entry.entryUUID) ?? dn,
+    email: first(entry.mail),
+    groups: memberOf.map((g) => String(g).replace(/^[^=]+=((?:[^,\\]|\\.)*).*$/s, '$1')),
+  };
+}
+
+/**
+ * The self-service directory: the `ldap` app named by `selfService.directory`, with its own
+ * settings (url, TLS, service bind, user lookup). The user's password is checked and changed AS
+ * THE USER — bound with the current password, then RFC 3062 Password Modify with the old and new
+ * password — so the directory's own password policy (ppolicy) applies, which it would not to the
+ * service account or rootdn.
+ */
+export class Directory {
+  private readonly settings: LdapSettings;
+  private readonly timeouts: { connect: number; operation: number };
+
+  constructor(readonly app: AppConfig<LdapSettings>) {
+    this.settings = app.settings;
+    this.timeouts = { connect: app.timeout, operation: app.timeout + app.settle };
+  }
+
+  /** The user, when `password` binds as them; undefined for an unknown user or a wrong password alike. */
+  async authenticate(username: string, password: string): Promise<DirectoryUser | undefined> {
+    return this.asUser(username, password, async (user) => user);
+  }
+
+  /**
+   * Binds as the user with `current`, asks `beforeWrite` (e.g. the MFA code check: a reason to
+   * stop, or undefined to go on), then has the directory change it to `next` under its policy.
+   */
+  async changePassword<Stop>(
+    username: string,
+    current: string,
+    next: string,
+    beforeWrite: (user: DirectoryUser) => Promise<Stop | undefined>,
+  ): Promise<PasswordWrite | { outcome: 'stopped'; why: Stop }> {
+    const written = await this.asUser(username, current, async (user, client) => {
+      const why = await beforeWrite(user);
+      if (why !== undefined) return { outcome: 'stopped', why } as const;
+      try {
+        await client.exop(PASSWORD_MODIFY_OID, passwordModifyRequest(user.dn, next, current));
+        return { outcome: 'changed', user } as const;
+      } catch (err) {
+        if (err instanceof ResultCodeError && POLICY_CODES.has(err.code)) {
+          return {
+            outcome: 'policy',
+            reason: diagnostic(err) || 'the directory refused the new password under its password policy',
+          } as const;
+        }
+        if (err instanceof ResultCodeError && err.code === 49) return undefined;
+        throw classifyLdapError(err, `password modify (RFC 3062) as ${user.dn}`);
+      }
+    });
+    return written ?? { outcome: 'invalid_credentials' };
+  }
+
+  /**
+   * Service bind, find the user, bind as them with `password`, then `fn` on that connection.
+   * An unknown user costs a bind too (to a DN that does not exist), so that the answer takes
+   * about as long as for a known user with a wrong password.
+   */
+  private async asUser<T>(
+    username: string,
+    password: string,
+    fn: (user: DirectoryUser, client: Client) => Promise<T | undefined>,
+  ): Promise<T | undefined> {
+    // An empty password is an "unauthenticated bind", which LDAP servers answer with success.
+    if (password === '') return undefined;
+    const s = this.settings;
+    const signal = AbortSignal.timeout(this.timeouts.connect + 2 * this.timeouts.operation);
+    return withClient(s, this.timeouts, signal, async (client) => {
+      try {
+        await client.bind(s.bindDN, s.bindPassword);
+      } catch (err) {
+        throw classifyLdapError(err, `bind as ${s.bindDN}`);
+      }
+      const found = await resolveUser(client, s, { username }, ATTRIBUTES);
+      const dn = 'skip' in found ? this.nobody() : found.dn;
+      try {
+        await client.bind(dn, password);
+      } catch (err) {
+        if (err instanceof ResultCodeError && err.code === 49) return undefined;
+        throw classifyLdapError(err, `bind as ${dn}`);
+      }
+      // A DN that binds without an entry found (an anonymous or unauthenticated bind) is nobody.
+      if ('skip' in found) return undefined;
+      return fn(directoryUser(username, found.dn, found.entry), client);
+    });
+  }
+
+  /** A DN under the user base that no entry has: binding to it is refused like a wrong password. */
+  private nobody(): string {
+    const s = this.settings;
+    const base = s.search?.base ?? (s.userDN ?? '').replace(/^(?:[^,\\]|\\.)*,/, '');
+    return `cn=ripple-no-such-user,${base}`;
+  }
+}
