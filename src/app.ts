@@ -12,6 +12,7 @@ import { refusal } from './api/refusal.js';
 import { statusRoutes } from './api/status-routes.js';
 import { dashboardRoutes } from './dashboard/bull-board.js';
 import { ingestRoutes } from './ingest/routes.js';
+import { portalOptions, portalRoutes } from './portal/routes.js';
 import { isConnectionError } from './redis/connections.js';
 import type { RedisHealth } from './redis/health.js';
 import type { Engine } from './runtime/engine.js';
@@ -132,6 +133,7 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
     // One self-service core for the desktop-app API and the portal.
     const selfService = engine.config.service.selfService ? createSelfService(engine) : undefined;
     if (selfService) await app.register(passwordRoutes, { selfService });
+    if (selfService) await app.register(portalRoutes, portalOptions(engine, selfService));
     if (sessions) {
       const sessionApps = [...engine.apps.values()].filter((a) => a.category === 'session');
       await app.register(sessionRoutes, {

@@ -4,6 +4,8 @@ import fastifyFormbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import QRCode from 'qrcode';
 import { refusal } from '../api/refusal.js';
+import type { Engine } from '../runtime/engine.js';
+import type { SelfServiceConfig } from '../selfservice/config.js';
 import type { Client, SelfService, SelfServiceRefusal } from '../selfservice/types.js';
 import type { Html } from './html.js';
 import { type LoadedSession, type PortalSession, PortalSessions } from './session.js';
@@ -29,6 +31,18 @@ export interface PortalOptions {
   enforceMfa: boolean;
   /** Ripple's public URL (`issuer`): an https one makes the cookie Secure and `__Host-`. */
   issuer?: string | undefined;
+}
+
+/** The portal's options from the engine: its Redis, vault and `selfService` settings. */
+export function portalOptions(engine: Engine, selfService: SelfService): PortalOptions {
+  const config = engine.config.service.selfService as SelfServiceConfig;
+  return {
+    selfService,
+    sessions: new PortalSessions(engine.redis, engine.prefix, engine.vault, config.session.ttl),
+    product: config.mfa.issuer,
+    enforceMfa: config.mfa.enforce,
+    issuer: engine.config.service.issuer,
+  };
 }
 
 /** The headers of every portal response: nothing from elsewhere runs, frames or receives a referrer. */
@@ -182,9 +196,8 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
         return { form: `Too many attempts. For your security, wait ${wait} and try again.` };
       }
       case 'mfa_required':
-        return {
-          form: 'Your organisation asks for an authenticator app before you change your password. Set it up under Security, Authenticator app.',
-        };
+        // Only when this session never checked a code (the authenticator was set up elsewhere since).
+        return { form: 'For your security, sign out and sign in again with your authenticator code first.' };
       default:
         // The directory's own words (password_policy) or the core's, beside the field at fault.
         return { [r.field ?? 'form']: r.message };

@@ -1,24 +1,12 @@
-import { execFile } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium } from '../support/browser.js';
+import { oathtool } from '../support/oathtool.js';
 import { findInRedis } from '../support/redis-scan.js';
 import { ripplesPerTest, webhookApp } from '../support/ripple.js';
-import { type Slapd, startSlapd } from '../support/slapd.js';
-
-const run = promisify(execFile);
-
-/** The current (or a later) RFC 6238 code, from oathtool: not the library Ripple uses. */
-async function oathtool(secret: string, later = ''): Promise<string> {
-  const args = ['--totp', '-b', secret, ...(later ? ['-N', later] : [])];
-  const { stdout } = await run('oathtool', args).catch((err: Error) => {
-    throw new Error(`oathtool failed (${err.message}). Install it: apt-get install -y oathtool`);
-  });
-  return stdout.trim();
-}
+import { ldapApp, type Slapd, startSlapd } from '../support/slapd.js';
 
 /** Screenshots to look at (not committed): RIPPLE_SCREENSHOTS=dir. */
 const SHOTS = process.env.RIPPLE_SCREENSHOTS;
@@ -44,18 +32,7 @@ describe('the user portal in a browser', () => {
     await slapd?.stop();
   });
 
-  const directory = () => ({
-    id: 'corp-ldap',
-    kind: 'ldap',
-    name: 'Company directory',
-    retry: { attempts: 2, backoff: '100ms', maxBackoff: '1s' },
-    ldap: {
-      url: slapd.url,
-      bindDN: slapd.serviceDN,
-      bindPassword: slapd.servicePassword,
-      userDN: `uid={username},${slapd.peopleDN}`,
-    },
-  });
+  const directory = () => ldapApp(slapd, 'corp-ldap', { name: 'Company directory' });
 
   /** A Ripple with the portal, listening on loopback (a browser needs a real port). */
   async function portal(apps: Record<string, unknown>[], selfService: Record<string, unknown> = {}) {
@@ -140,7 +117,7 @@ describe('the user portal in a browser', () => {
     await signIn(page, base, 'alice', oldPassword);
     await page.getByLabel('Authentication code').waitFor();
     await shot(page, '02-code-step');
-    await page.getByLabel('Authentication code').fill(await oathtool(secret, 'now + 30 seconds'));
+    await page.getByLabel('Authentication code').fill(await oathtool(secret, 30));
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByRole('heading', { name: 'Security' }).waitFor();
 
@@ -174,7 +151,9 @@ describe('the user portal in a browser', () => {
     expect(await slapd.canBind(slapd.userDN('alice'), newPassword)).toBe(true);
     expect(await slapd.canBind(slapd.userDN('alice'), oldPassword)).toBe(false);
     expect(receiver.requests).toHaveLength(1);
-    expect(JSON.parse(receiver.requests[0]?.body ?? '{}')).toMatchObject({ user: { username: 'alice' } });
+    expect(JSON.parse(receiver.requests[0]?.body ?? '{}')).toMatchObject({
+      data: { user: { username: 'alice' }, source: 'user-portal' },
+    });
 
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByLabel('Username').waitFor();
