@@ -4,6 +4,7 @@ import fastifyFormbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import QRCode from 'qrcode';
 import { refusal } from '../api/refusal.js';
+import { RippleError } from '../errors.js';
 import type { Engine } from '../runtime/engine.js';
 import type { SelfServiceConfig } from '../selfservice/config.js';
 import type { Client, SelfService, SelfServiceRefusal } from '../selfservice/types.js';
@@ -148,8 +149,9 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
     // With Referrer-Policy no-referrer a browser sends `Origin: null` on its own form posts, so
     // null decides nothing (a sandboxed frame elsewhere is caught by Sec-Fetch-Site and the token).
     if (origin !== undefined && origin !== 'null') {
-      const own = `${req.protocol}://${req.headers.host ?? ''}`;
-      if (origin !== own && origin !== issuerOrigin) return `Origin ${origin} is not this site`;
+      // With an issuer, users reach the portal there (a TLS proxy in front makes req.protocol http).
+      const own = issuerOrigin ?? `${req.protocol}://${req.headers.host ?? ''}`;
+      if (origin !== own) return `Origin ${origin} is not this site`;
     }
     if (!session) return 'no session';
     const token = (req.body as Record<string, unknown> | undefined)?._csrf;
@@ -327,14 +329,29 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
     }
     const currentPassword = sessions.open(session, 'password');
     if (currentPassword === undefined) return signOutWith(reply, session, 'Sign in again to change your password.');
-    const result = await selfService.changePassword({
-      username: session.data.username,
-      currentPassword,
-      newPassword,
-      source: 'user-portal',
-      mfaVerified: session.data.mfaVerified === true,
-      client: client(req),
-    });
+    const result = await selfService
+      .changePassword({
+        username: session.data.username,
+        currentPassword,
+        newPassword,
+        source: 'user-portal',
+        mfaVerified: session.data.mfaVerified === true,
+        client: client(req),
+      })
+      .catch((err: unknown) => {
+        if (!(err instanceof RippleError && err.code === 'SELF_SERVICE_NOT_RECORDED')) throw err;
+        return err;
+      });
+    if (result instanceof RippleError) {
+      // The directory has the new password although the other apps were not told: say so, as it is.
+      sessions.seal(session, 'password', newPassword);
+      return show(
+        reply,
+        session,
+        (ctx) => messagePage(ctx, 'Your password was only partly changed', result.message),
+        503,
+      );
+    }
     if (result.refused) {
       if (result.code === 'invalid_credentials') {
         return signOutWith(reply, session, 'Your password was changed somewhere else. Sign in with your new password.');

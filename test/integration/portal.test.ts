@@ -78,7 +78,7 @@ describe('the user portal in a browser', () => {
     const newPassword = 'Alice-new-Passw0rd-7';
     await slapd.addUser('alice', oldPassword);
     const receiver = await env.receiver();
-    const { t, base } = await portal([webhookApp('audit', receiver.url, { name: 'Audit log' })]);
+    const { t, base } = await portal([webhookApp('audit', receiver.url, { name: 'Audit <b>log</b>' })]);
     const { context, page } = await newPage();
 
     // Sign in: the security headers come with the very first page.
@@ -145,7 +145,8 @@ describe('the user portal in a browser', () => {
     expect(await badge(page, 'Company directory')).toBe('Done');
     // Live: the page follows the change by itself until everything is final.
     await page.locator('.summary[data-final="true"]').waitFor({ timeout: 20_000 });
-    expect(await badge(page, 'Audit log')).toBe('Done');
+    expect(await badge(page, 'Audit <b>log</b>')).toBe('Done');
+    expect(await page.locator('.timeline b').count()).toBe(0); // an app's name is text, never markup
     await shot(page, '06-what-happens-next-done');
 
     expect(await slapd.canBind(slapd.userDN('alice'), newPassword)).toBe(true);
@@ -215,13 +216,26 @@ describe('the user portal in a browser', () => {
     await context.close();
   });
 
-  it('shows the lockout with its wait, the same for an unknown user, and a signed-out visitor sees no page of a user', async () => {
+  it('shows the lockout with its wait, the same for an unknown user; hostile input stays text; a signed-out visitor sees no page of a user', async () => {
     await slapd.addUser('carol', 'Carol-old-Passw0rd');
-    const { base } = await portal([], { lockout: { maxFailures: 2, window: '1m' } });
+    const { base } = await portal([], { lockout: { maxFailures: 3, window: '1m' } });
     const { context, page } = await newPage();
     await page.goto(`${base}/portal/security/password`);
     await page.getByLabel('Username').waitFor();
     expect(page.url()).toBe(`${base}/portal/`);
+
+    // Hostile input comes back as text in the form, never as markup.
+    const hostile = '<img src=x onerror=alert(1)>"\'&';
+    let dialogs = 0;
+    page.on('dialog', (d) => {
+      dialogs++;
+      void d.dismiss();
+    });
+    await signIn(page, base, hostile, 'wrong-password-1');
+    await page.getByText('That username and password do not match').waitFor();
+    expect(await page.getByLabel('Username').inputValue()).toBe(hostile);
+    expect(await page.locator('main img').count()).toBe(0);
+    expect(dialogs).toBe(0);
 
     await signIn(page, base, 'carol', 'wrong-password-1');
     await page.getByText('That username and password do not match').waitFor();
@@ -240,6 +254,8 @@ describe('the user portal in a browser', () => {
     await slapd.addUser('dave', 'Dave-old-Passw0rd');
     const { t, base } = await portal([]);
     const { context, page } = await newPage();
+    await page.goto(`${base}/portal/`);
+    const [before] = await context.cookies();
     await signIn(page, base, 'dave', 'Dave-old-Passw0rd');
     await page.getByRole('heading', { name: 'Security' }).waitFor();
     const redis = t.ripple.engine.redis;
@@ -253,6 +269,86 @@ describe('the user portal in a browser', () => {
     const ttl = await redis.pttl(sessions[0] ?? '');
     expect(ttl).toBeGreaterThan(14 * 60_000);
     expect(ttl).toBeLessThanOrEqual(15 * 60_000);
+    // A new id at sign-in: the one the browser had before (perhaps planted) opens nothing.
+    expect(cookie?.value).not.toBe(before?.value);
+    const planted = await t.http.inject({
+      url: '/portal/security',
+      headers: { cookie: `ripple-portal=${before?.value}` },
+    });
+    expect([planted.statusCode, planted.headers.location]).toEqual([303, '/portal/']);
     await context.close();
+  });
+
+  it('turns the authenticator off with a code, refusing a code already used', async () => {
+    await slapd.addUser('frank', 'Frank-old-Passw0rd');
+    const { base } = await portal([]);
+    const { context, page } = await newPage();
+    await signIn(page, base, 'frank', 'Frank-old-Passw0rd');
+    await page.goto(`${base}/portal/security/authenticator`);
+    const secret = ((await page.getByLabel('Secret key').textContent()) ?? '').trim();
+    // The same secret is shown again on a reload, until it is confirmed.
+    await page.reload();
+    expect(((await page.getByLabel('Secret key').textContent()) ?? '').trim()).toBe(secret);
+    const used = await oathtool(secret);
+    await page.getByLabel('Authentication code').fill(used);
+    await page.getByRole('button', { name: 'Turn on' }).click();
+    await page.getByText('Your authenticator app is on.').waitFor();
+    expect(await page.locator('.tile .badge').last().textContent()).toBe('On');
+
+    await page.getByRole('link', { name: /Authenticator app/ }).click();
+    await page.getByLabel('Authentication code').fill(used);
+    await page.getByRole('button', { name: 'Turn off' }).click();
+    expect(await errorBeside(page, 'Authentication code')).toMatch(/already used/);
+    await page.getByLabel('Authentication code').fill(await oathtool(secret, 30));
+    await page.getByRole('button', { name: 'Turn off' }).click();
+    await page.getByText('Your authenticator app is off.').waitFor();
+
+    // Signing in again asks for no code.
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await signIn(page, base, 'frank', 'Frank-old-Passw0rd');
+    await page.getByRole('heading', { name: 'Security' }).waitFor();
+    await context.close();
+  });
+
+  it('ends an idle session after selfService.session.ttl: its sealed password goes with it, the next page asks to sign in', async () => {
+    await slapd.addUser('gina', 'Gina-old-Passw0rd');
+    const { t, base } = await portal([], { session: { ttl: '2s' } });
+    const { context, page } = await newPage();
+    await signIn(page, base, 'gina', 'Gina-old-Passw0rd');
+    await page.getByRole('heading', { name: 'Security' }).waitFor();
+    const redis = t.ripple.engine.redis;
+    expect(await redis.keys(`${t.prefix}:portal:session:*`)).toHaveLength(1);
+    await t.waitFor(
+      'the session to expire',
+      async () => (await redis.keys(`${t.prefix}:portal:session:*`)).length === 0,
+      5_000,
+    );
+    await page.getByRole('link', { name: /Reset Password/ }).click();
+    await page.getByText('Your session ended. Sign in again.').waitFor();
+    expect(page.url()).toBe(`${base}/portal/`);
+    await context.close();
+  });
+
+  it('with an https issuer: the cookie is __Host-, Secure, Path=/; a post from that origin is taken, from its plain-http twin refused', async () => {
+    const t = await env.ripple({
+      apps: [directory()],
+      service: { issuer: 'https://account.example.org', selfService: { directory: 'corp-ldap' } },
+    });
+    const first = await t.http.inject({ url: '/portal/', headers: { host: 'account.example.org' } });
+    const setCookie = String(first.headers['set-cookie']);
+    expect(setCookie).toMatch(/^__Host-ripple-portal=[\w-]{43}; Path=\/; HttpOnly; Secure; SameSite=Strict$/);
+    const cookie = setCookie.split(';')[0] ?? '';
+    const csrf = /name="_csrf" value="([^"]+)"/.exec(first.body)?.[1] ?? '';
+    const post = (origin: string) =>
+      t.http.inject({
+        method: 'POST',
+        url: '/portal/sign-in',
+        headers: { cookie, origin, host: 'account.example.org', 'content-type': 'application/x-www-form-urlencoded' },
+        payload: `username=nobody&password=wrong-password-1&_csrf=${csrf}`,
+      });
+    expect((await post('http://account.example.org')).statusCode).toBe(403);
+    const taken = await post('https://account.example.org');
+    expect(taken.statusCode).toBe(401);
+    expect(taken.body).toContain('That username and password do not match');
   });
 });
