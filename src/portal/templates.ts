@@ -215,6 +215,15 @@ function appLine(app: TimelineApp): Html {
   return html``;
 }
 
+function summary(timeline: Timeline): string {
+  if (!timeline.final) return 'Updating… this page follows along by itself.';
+  const failed = timeline.apps.filter((a) => a.state === 'failed').length;
+  if (failed > 0) {
+    return `Finished, but ${failed === 1 ? 'one app' : `${failed} apps`} could not be updated. Your IT team can see why and retry.`;
+  }
+  return 'All done. Everything has your new password.';
+}
+
 /** The live part of "What happens next": re-rendered by the JSON endpoint the page polls. */
 export function timelineList(timeline: Timeline): Html {
   return html`<ul class="timeline">${timeline.apps.map((app) => {
@@ -225,9 +234,7 @@ export function timelineList(timeline: Timeline): Html {
   <span class="app-text">${appLine(app)}${app.detail ? html`<span class="detail">${app.detail}</span>` : ''}</span>
 </li>`;
   })}</ul>
-<p class="summary" data-final="${timeline.final ? 'true' : 'false'}">${
-    timeline.final ? 'All done. Everything has your new password.' : 'Updating… this page follows along by itself.'
-  }</p>`;
+<p class="summary${timeline.apps.some((a) => a.state === 'failed') ? ' bad' : ''}" data-final="${timeline.final ? 'true' : 'false'}">${summary(timeline)}</p>`;
 }
 
 export function changesPage(ctx: PageContext, timeline: Timeline): Html {
