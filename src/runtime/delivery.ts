@@ -262,16 +262,20 @@ async function finishAttempt(engine: Engine, attempt: Attempt, lock: 'release' |
     patch,
     lock,
   });
-  if (out.waiters.length > 0) {
-    const queue = engine.queues.delivery.get(app.kind);
-    await Promise.all(
-      out.waiters.map(async (id) => {
-        const waiter = queue ? await Job.fromId(queue, id) : undefined;
-        await waiter?.promote().catch(() => {}); // not delayed (yet): it checks again itself
-      }),
-    );
-  }
+  await wakeWaiters(engine, app.kind, out.waiters);
   return out;
+}
+
+/** Wakes the delivery jobs that waited on a user+app lock just let go of (their ids, from `finish`). */
+export async function wakeWaiters(engine: Engine, kind: string, waiters: string[]): Promise<void> {
+  if (waiters.length === 0) return;
+  const queue = engine.queues.delivery.get(kind);
+  await Promise.all(
+    waiters.map(async (id) => {
+      const waiter = queue ? await Job.fromId(queue, id) : undefined;
+      await waiter?.promote().catch(() => {}); // not delayed (yet): it checks again itself
+    }),
+  );
 }
 
 /** How long an attempt may keep its connection open: `timeout`, then up to `settle` more. */

@@ -66,10 +66,13 @@ function directoryUser(typed: string, dn: string, entry: Entry): DirectoryUser {
 export class Directory {
   private readonly settings: LdapSettings;
   private readonly timeouts: { connect: number; operation: number };
+  /** The longest one sign-in or change may keep its connection (the app's timeout and settle). */
+  readonly longestMs: number;
 
   constructor(readonly app: AppConfig<LdapSettings>) {
     this.settings = app.settings;
     this.timeouts = { connect: app.timeout, operation: app.timeout + app.settle };
+    this.longestMs = this.timeouts.connect + 2 * this.timeouts.operation;
   }
 
   /** The user, when `password` binds as them; undefined for an unknown user or a wrong password alike. */
@@ -120,7 +123,7 @@ export class Directory {
     // An empty password is an "unauthenticated bind", which LDAP servers answer with success.
     if (password === '') return undefined;
     const s = this.settings;
-    const signal = AbortSignal.timeout(this.timeouts.connect + 2 * this.timeouts.operation);
+    const signal = AbortSignal.timeout(this.longestMs);
     return withClient(s, this.timeouts, signal, async (client) => {
       try {
         await client.bind(s.bindDN, s.bindPassword);

@@ -15,8 +15,10 @@ export function sendRefusal(reply: FastifyReply, r: SelfServiceRefusal): Fastify
 
 /** What to tell the user when the directory or Ripple failed (not refused): a 503 in the one shape. */
 export function unavailable(err: unknown): ReturnType<typeof refusal> | undefined {
-  if (err instanceof RippleError && err.code === 'SELF_SERVICE_NOT_RECORDED')
+  if (err instanceof RippleError && err.code === 'SELF_SERVICE_NOT_RECORDED') {
     return refusal('not_recorded', err.message);
+  }
+  if (err instanceof RippleError && err.code === 'SELF_SERVICE_BUSY') return refusal('busy', err.message);
   if (err instanceof DeliveryError) {
     return refusal(
       'directory_unavailable',

@@ -7,10 +7,11 @@ import { RippleError } from '../errors.js';
 import { username as usernameSchema } from '../events/event.js';
 import { type IngestAnswer, submitEvent } from '../ingest/ingest.js';
 import { REQUEST_REDIS_TIMEOUT_MS } from '../redis/connections.js';
+import { wakeWaiters } from '../runtime/delivery.js';
 import type { Engine } from '../runtime/engine.js';
 import type { SelfServiceConfig } from './config.js';
 import { Directory, type DirectoryUser } from './directory.js';
-import { Lockout } from './lockout.js';
+import { type Attempt, Lockout } from './lockout.js';
 import { Authenticators, type CodeCheck, OTP_FORMAT, SECRET_FORMAT } from './mfa.js';
 import { StatusTokens } from './status-tokens.js';
 import { userTimeline } from './timeline.js';
@@ -55,6 +56,11 @@ export interface SelfServiceOptions {
   /** How long the 202 waits for the planner to write the rows it shows (else it shows the plan). */
   planWaitMs?: number;
 }
+
+/** How long a change waits for a delivery to the directory already in flight for the same user. */
+const LOCK_WAIT_MS = 5_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const refuse = (
   status: SelfServiceRefusal['status'],
@@ -193,17 +199,158 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
     );
   };
 
-  /** The rows as the planner writes them, waiting a moment for it; the plan itself otherwise. */
-  const timelineAfterPlan = async (eventId: string, username: string) => {
+  /** Whether the planner has written the event's rows, waiting a moment for it. */
+  const planned = async (eventId: string): Promise<boolean> => {
     const until = performance.now() + planWaitMs;
     for (;;) {
-      const ev = await engine.store.getEvent(eventId);
-      if (ev?.meta.planned || performance.now() >= until) break;
-      await new Promise((r) => setTimeout(r, 25));
+      if ((await engine.store.getEvent(eventId))?.meta.planned) return true;
+      if (performance.now() >= until) return false;
+      await sleep(25);
     }
-    return userTimeline(engine, eventId, username);
   };
 
+  /**
+   * The directory app's user+app lock (the one its deliveries take), held from before the
+   * directory is written until the change is planned. A delivery of an older change still in
+   * flight is waited for (it must not land after the user's); one that would start meanwhile
+   * waits, and once this change is planned it finds itself superseded. Undefined when busy.
+   */
+  const lockTtl = directory.longestMs + 5_000;
+  const holdDirectory = async (username: string): Promise<string | undefined> => {
+    const key = engine.store.lockKey(config.directory, username);
+    const token = `self-service:${randomUUID()}#0`;
+    const until = performance.now() + LOCK_WAIT_MS;
+    for (;;) {
+      if ((await engine.redis.set(key, token, 'PX', lockTtl, 'NX')) === 'OK') return token;
+      if (performance.now() >= until) return undefined;
+      await sleep(50);
+    }
+  };
+  const letGo = async (username: string, token: string, eventId = '-') => {
+    const out = await engine.store.finish({
+      eventId,
+      app: config.directory,
+      username,
+      token,
+      attempt: 0,
+      lock: 'release',
+    });
+    await wakeWaiters(engine, app.kind, out.waiters);
+  };
+
+  /** The change itself, under the directory lock. */
+  const changeHeld = async (
+    input: PasswordChangeRequest,
+    attempt: Attempt,
+    recorded: (eventId: string) => void,
+  ): Promise<ChangeAccepted | SelfServiceRefusal> => {
+    const { client } = input;
+    const who = input.username;
+    let originDevice: string | undefined;
+    const written = await directory.changePassword(
+      input.username,
+      input.currentPassword,
+      input.newPassword,
+      async (user): Promise<SelfServiceRefusal | undefined> => {
+        // Only once the password is right: no code check, and no hint, for a stranger.
+        if (input.deviceId !== undefined && input.deviceToken !== undefined) {
+          const ok = verifyDevice ? await verifyDevice(input.deviceId, input.deviceToken, user.username) : false;
+          if (!ok) {
+            return refuse(401, 'invalid_credentials', 'This computer is not enrolled for your account.', {
+              field: 'deviceToken',
+            });
+          }
+          originDevice = input.deviceId;
+        }
+        if (!(await mfa.enrolled(user.username))) {
+          if (!config.mfa.enforce) return undefined;
+          await attempt.succeed();
+          return MFA_NOT_ENROLLED;
+        }
+        if (input.mfaVerified === true) return undefined;
+        return checkCode(user.username, input.otp, attempt);
+      },
+    );
+    const source = { source: input.source };
+    if (written.outcome === 'stopped') return refused('password change', who, client, written.why, source);
+    if (written.outcome === 'invalid_credentials') {
+      return refused('password change', who, client, INVALID_CREDENTIALS, source);
+    }
+    await attempt.succeed();
+    if (written.outcome === 'policy') {
+      return refused(
+        'password change',
+        who,
+        client,
+        refuse(422, 'password_policy', written.reason, { field: 'newPassword' }),
+        { ...source, reason: written.reason },
+      );
+    }
+    const { user } = written;
+    const eventId = await record(input, user, originDevice);
+    recorded(eventId);
+    const statusToken = await tokens.issue(user.username, eventId);
+    log.info(
+      { eventId, username: user.username, client: client.address, source: input.source, originDevice },
+      'self-service password change: written to the directory as the user, recorded for the other apps',
+    );
+    await planned(eventId);
+    const timeline = await userTimeline(engine, eventId, user.username);
+    return { eventId, apps: timeline?.apps ?? [], statusToken };
+  };
+
+  const mfaApi: SelfService['mfa'] = {
+    enrolled: (username) => mfa.enrolled(username),
+    async begin(username) {
+      return mfa.newSecret(username);
+    },
+    async confirm(username, secret, code, client) {
+      if (!SECRET_FORMAT.test(secret)) {
+        return refused(
+          'authenticator enrolment',
+          username,
+          client,
+          refuse(400, 'invalid_request', 'secret: not a secret Ripple handed out', { field: 'secret' }),
+        );
+      }
+      if (await mfa.enrolled(username)) {
+        return refused(
+          'authenticator enrolment',
+          username,
+          client,
+          refuse(400, 'mfa_already_enrolled', 'An authenticator app is already set up; turn it off first.'),
+        );
+      }
+      const attempt = await lockout.begin(username, client.address);
+      if ('retryAfter' in attempt)
+        return refused('authenticator enrolment', username, client, tooMany(attempt.retryAfter));
+      const check = await mfa.check(username, code, secret);
+      if (check !== 'ok') return refused('authenticator enrolment', username, client, codeRefusal(check));
+      await attempt.succeed();
+      await mfa.enrol(username, secret);
+      log.info({ username, client: client.address }, 'self-service: authenticator app enrolled');
+      return true;
+    },
+    async disable(username, code, client) {
+      if (!(await mfa.enrolled(username))) {
+        return refused(
+          'authenticator removal',
+          username,
+          client,
+          refuse(400, 'mfa_not_enrolled', 'No authenticator app is set up.'),
+        );
+      }
+      const attempt = await lockout.begin(username, client.address);
+      if ('retryAfter' in attempt)
+        return refused('authenticator removal', username, client, tooMany(attempt.retryAfter));
+      const check = await mfa.check(username, code);
+      if (check !== 'ok') return refused('authenticator removal', username, client, codeRefusal(check));
+      await attempt.succeed();
+      await mfa.remove(username);
+      log.info({ username, client: client.address }, 'self-service: authenticator app turned off');
+      return true;
+    },
+  };
   const service: SelfService = {
     async signIn(input) {
       const { username, password, otp, client } = input;
@@ -212,7 +359,10 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
       }
       const attempt = await lockout.begin(username, client.address);
       if ('retryAfter' in attempt) return refused('sign-in', username, client, tooMany(attempt.retryAfter));
-      const user = await directory.authenticate(username, password);
+      const user = await directory.authenticate(username, password).catch(async (err: unknown) => {
+        await attempt.succeed().catch(() => {});
+        throw err;
+      });
       if (!user) return refused('sign-in', username, client, INVALID_CREDENTIALS);
       const hasMfa = await mfa.enrolled(user.username);
       if (hasMfa) {
@@ -238,114 +388,37 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
       if (!parsed.success) return refused('password change', who, client, invalid(parsed.error));
       const attempt = await lockout.begin(input.username, client.address);
       if ('retryAfter' in attempt) return refused('password change', who, client, tooMany(attempt.retryAfter));
-
-      let originDevice: string | undefined;
-      const written = await directory.changePassword(
-        input.username,
-        input.currentPassword,
-        input.newPassword,
-        async (user): Promise<SelfServiceRefusal | undefined> => {
-          // Only once the password is right: no code check, and no hint, for a stranger.
-          if (input.deviceId !== undefined && input.deviceToken !== undefined) {
-            const ok = verifyDevice ? await verifyDevice(input.deviceId, input.deviceToken, user.username) : false;
-            if (!ok) {
-              return refuse(401, 'invalid_credentials', 'This computer is not enrolled for your account.', {
-                field: 'deviceToken',
-              });
-            }
-            originDevice = input.deviceId;
-          }
-          if (!(await mfa.enrolled(user.username))) {
-            if (!config.mfa.enforce) return undefined;
-            await attempt.succeed();
-            return MFA_NOT_ENROLLED;
-          }
-          if (input.mfaVerified === true) return undefined;
-          return checkCode(user.username, input.otp, attempt);
-        },
-      );
-      const source = { source: input.source };
-      if (written.outcome === 'stopped') return refused('password change', who, client, written.why, source);
-      if (written.outcome === 'invalid_credentials') {
-        return refused('password change', who, client, INVALID_CREDENTIALS, source);
-      }
-      await attempt.succeed();
-      if (written.outcome === 'policy') {
-        return refused(
-          'password change',
-          who,
-          client,
-          refuse(422, 'password_policy', written.reason, { field: 'newPassword' }),
-          { ...source, reason: written.reason },
+      const lock = await holdDirectory(input.username);
+      if (lock === undefined) {
+        await attempt.succeed();
+        throw new RippleError(
+          'SELF_SERVICE_BUSY',
+          'another change of your password is being applied to the directory right now; try again in a minute',
         );
       }
-      const { user } = written;
-      const eventId = await record(input, user, originDevice);
-      const statusToken = await tokens.issue(user.username, eventId);
-      log.info(
-        { eventId, username: user.username, client: client.address, source: input.source, originDevice },
-        'self-service password change: written to the directory as the user, recorded for the other apps',
-      );
-      const timeline = await timelineAfterPlan(eventId, user.username);
-      return { eventId, apps: timeline?.apps ?? [], statusToken };
+      let eventId: string | undefined;
+      try {
+        return await changeHeld(input, attempt, (id) => {
+          eventId = id;
+        });
+      } catch (err) {
+        // The directory or Redis failed: no guess was judged, so it does not count.
+        await attempt.succeed().catch(() => {});
+        throw err;
+      } finally {
+        // Once planned, an older change finds itself superseded: let its delivery go. Not yet
+        // planned (the planner is slow or down): the lock stays until its TTL, so none lands first.
+        const settled = eventId === undefined || (await engine.store.getEvent(eventId))?.meta.planned === true;
+        if (settled) await letGo(input.username, lock, eventId);
+      }
     },
 
     timeline: (eventId, username) => userTimeline(engine, eventId, username),
 
     statusTokenUser: (token, eventId) => tokens.user(token, eventId),
 
-    mfa: {
-      enrolled: (username) => mfa.enrolled(username),
-      async begin(username) {
-        return mfa.newSecret(username);
-      },
-      async confirm(username, secret, code, client) {
-        if (!SECRET_FORMAT.test(secret)) {
-          return refused(
-            'authenticator enrolment',
-            username,
-            client,
-            refuse(400, 'invalid_request', 'secret: not a secret Ripple handed out', { field: 'secret' }),
-          );
-        }
-        if (await mfa.enrolled(username)) {
-          return refused(
-            'authenticator enrolment',
-            username,
-            client,
-            refuse(400, 'mfa_already_enrolled', 'An authenticator app is already set up; turn it off first.'),
-          );
-        }
-        const attempt = await lockout.begin(username, client.address);
-        if ('retryAfter' in attempt)
-          return refused('authenticator enrolment', username, client, tooMany(attempt.retryAfter));
-        const check = await mfa.check(username, code, secret);
-        if (check !== 'ok') return refused('authenticator enrolment', username, client, codeRefusal(check));
-        await attempt.succeed();
-        await mfa.enrol(username, secret);
-        log.info({ username, client: client.address }, 'self-service: authenticator app enrolled');
-        return true;
-      },
-      async disable(username, code, client) {
-        if (!(await mfa.enrolled(username))) {
-          return refused(
-            'authenticator removal',
-            username,
-            client,
-            refuse(400, 'mfa_not_enrolled', 'No authenticator app is set up.'),
-          );
-        }
-        const attempt = await lockout.begin(username, client.address);
-        if ('retryAfter' in attempt)
-          return refused('authenticator removal', username, client, tooMany(attempt.retryAfter));
-        const check = await mfa.check(username, code);
-        if (check !== 'ok') return refused('authenticator removal', username, client, codeRefusal(check));
-        await attempt.succeed();
-        await mfa.remove(username);
-        log.info({ username, client: client.address }, 'self-service: authenticator app turned off');
-        return true;
-      },
-    },
+    mfa: mfaApi,
   };
+
   return service;
 }
