@@ -4,9 +4,10 @@ import fastifyFormbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import QRCode from 'qrcode';
 import { refusal } from '../api/refusal.js';
-import { RippleError } from '../errors.js';
+import { DeliveryError } from '../errors.js';
 import type { Engine } from '../runtime/engine.js';
 import type { SelfServiceConfig } from '../selfservice/config.js';
+import { unavailable } from '../selfservice/routes.js';
 import type { Client, SelfService, SelfServiceRefusal } from '../selfservice/types.js';
 import type { Html } from './html.js';
 import { type LoadedSession, type PortalSession, PortalSessions } from './session.js';
@@ -61,6 +62,14 @@ const ASSETS: Record<string, string> = {
   'portal.css': 'text/css; charset=utf-8',
   'portal.js': 'text/javascript; charset=utf-8',
 };
+
+const DIRECTORY_DOWN = 'Signing in is not possible right now (the directory does not answer). Try again in a moment.';
+
+/** Undefined for a directory that failed (unreachable, timed out) rather than answered; rethrows anything else. */
+function directoryDown(err: unknown): undefined {
+  if (err instanceof DeliveryError) return undefined;
+  throw err;
+}
 
 /** Changes this session may watch: the latest few it made. */
 const WATCHED_EVENTS = 10;
@@ -237,7 +246,11 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
     if (missing.username || missing.password) {
       return show(reply, session, (ctx) => signInPage(ctx, { username, errors: missing }), 400);
     }
-    const result = await selfService.signIn({ username, password, client: client(req) });
+    const result = await selfService.signIn({ username, password, client: client(req) }).catch(directoryDown);
+    if (!result) {
+      const errors = { form: DIRECTORY_DOWN };
+      return show(reply, session, (ctx) => signInPage(ctx, { username, errors }), 503);
+    }
     if (result.refused && result.code === 'mfa_required') {
       // Right password, code still to come: the password waits sealed in a fresh session.
       const next = await sessions.rotate(session, { stage: 'code', username });
@@ -278,7 +291,10 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
     if (!otp) {
       return show(reply, session, (ctx) => codePage(ctx, { username, errors: { otp: 'Enter the code.' } }), 400);
     }
-    const result = await selfService.signIn({ username, password, otp, client: client(req) });
+    const result = await selfService.signIn({ username, password, otp, client: client(req) }).catch(directoryDown);
+    if (!result) {
+      return show(reply, session, (ctx) => codePage(ctx, { username, errors: { form: DIRECTORY_DOWN } }), 503);
+    }
     if (result.refused) {
       const errors = errorsOf(result, reply);
       if (result.code === 'invalid_credentials') {
@@ -329,28 +345,25 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
     }
     const currentPassword = sessions.open(session, 'password');
     if (currentPassword === undefined) return signOutWith(reply, session, 'Sign in again to change your password.');
-    const result = await selfService
-      .changePassword({
+    let result: Awaited<ReturnType<SelfService['changePassword']>>;
+    try {
+      result = await selfService.changePassword({
         username: session.data.username,
         currentPassword,
         newPassword,
         source: 'user-portal',
         mfaVerified: session.data.mfaVerified === true,
         client: client(req),
-      })
-      .catch((err: unknown) => {
-        if (!(err instanceof RippleError && err.code === 'SELF_SERVICE_NOT_RECORDED')) throw err;
-        return err;
       });
-    if (result instanceof RippleError) {
-      // The directory has the new password although the other apps were not told: say so, as it is.
-      sessions.seal(session, 'password', newPassword);
-      return show(
-        reply,
-        session,
-        (ctx) => messagePage(ctx, 'Your password was only partly changed', result.message),
-        503,
-      );
+    } catch (err) {
+      // The directory or Ripple failed (not refused): the desktop API's words, as a page.
+      const answer = unavailable(err);
+      if (!answer) throw err;
+      req.log.error({ err, username: session.data.username }, 'portal password change failed');
+      // Not recorded means the directory has the new password: the next change starts from it.
+      if (answer.error === 'not_recorded') sessions.seal(session, 'password', newPassword);
+      const title = answer.error === 'not_recorded' ? 'Your password was only partly changed' : 'Nothing was changed';
+      return show(reply, session, (ctx) => messagePage(ctx, title, answer.message), 503);
     }
     if (result.refused) {
       if (result.code === 'invalid_credentials') {

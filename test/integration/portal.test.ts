@@ -351,4 +351,22 @@ describe('the user portal in a browser', () => {
     expect(taken.statusCode).toBe(401);
     expect(taken.body).toContain('That username and password do not match');
   });
+
+  it('says so when the directory does not answer, and that counts as no failed attempt', async () => {
+    await slapd.addUser('hana', 'Hana-old-Passw0rd');
+    const { base } = await portal([], { lockout: { maxFailures: 1, window: '1m' } });
+    const { context, page } = await newPage();
+    await slapd.pause();
+    try {
+      const answered = page.waitForResponse((r) => r.url() === `${base}/portal/sign-in`);
+      await signIn(page, base, 'hana', 'Hana-old-Passw0rd');
+      expect((await answered).status()).toBe(503);
+      await page.getByText('the directory does not answer').waitFor();
+    } finally {
+      await slapd.resume();
+    }
+    await signIn(page, base, 'hana', 'Hana-old-Passw0rd');
+    await page.getByRole('heading', { name: 'Security' }).waitFor();
+    await context.close();
+  });
 });
