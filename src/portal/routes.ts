@@ -196,10 +196,6 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
   /** A refusal of the self-service core as the errors beside the fields. */
   function errorsOf(r: SelfServiceRefusal, reply: FastifyReply): FieldErrors {
     switch (r.code) {
-      case 'invalid_credentials':
-        return { form: 'That username and password do not match. Check them and try again.' };
-      case 'mfa_invalid':
-        return { otp: 'That code is not right, or it was already used. Wait for the next code and try again.' };
       case 'too_many_attempts': {
         const seconds = Math.max(1, Math.ceil(r.retryAfter ?? 60));
         reply.header('retry-after', String(seconds));
@@ -210,7 +206,8 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
         // Only when this session never checked a code (the authenticator was set up elsewhere since).
         return { form: 'For your security, sign out and sign in again with your authenticator code first.' };
       default:
-        // The directory's own words (password_policy) or the core's, beside the field at fault.
+        // The core's words (the desktop app shows the same), or the directory's own for
+        // password_policy, beside the field at fault.
         return { [r.field ?? 'form']: r.message };
     }
   }

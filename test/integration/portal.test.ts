@@ -107,7 +107,7 @@ describe('the user portal in a browser', () => {
     await shot(page, '07-authenticator-enrol');
     await page.getByLabel('Authentication code').fill('000000');
     await page.getByRole('button', { name: 'Turn on' }).click();
-    expect(await errorBeside(page, 'Authentication code')).toMatch(/not right/);
+    expect(await errorBeside(page, 'Authentication code')).toMatch(/The code is not valid/);
     await page.getByLabel('Authentication code').fill(await oathtool(secret));
     await page.getByRole('button', { name: 'Turn on' }).click();
     await page.getByText('Your authenticator app is on.').waitFor();
@@ -232,15 +232,15 @@ describe('the user portal in a browser', () => {
       void d.dismiss();
     });
     await signIn(page, base, hostile, 'wrong-password-1');
-    await page.getByText('That username and password do not match').waitFor();
+    await page.getByText('The username or password is incorrect').waitFor();
     expect(await page.getByLabel('Username').inputValue()).toBe(hostile);
     expect(await page.locator('main img').count()).toBe(0);
     expect(dialogs).toBe(0);
 
     await signIn(page, base, 'carol', 'wrong-password-1');
-    await page.getByText('That username and password do not match').waitFor();
+    await page.getByText('The username or password is incorrect').waitFor();
     await signIn(page, base, 'nobody-here', 'wrong-password-1');
-    await page.getByText('That username and password do not match').waitFor();
+    await page.getByText('The username or password is incorrect').waitFor();
     const locked = page.waitForResponse((r) => r.url() === `${base}/portal/sign-in`);
     await signIn(page, base, 'carol', 'Carol-old-Passw0rd');
     const res = await locked;
@@ -349,7 +349,7 @@ describe('the user portal in a browser', () => {
     expect((await post('http://account.example.org')).statusCode).toBe(403);
     const taken = await post('https://account.example.org');
     expect(taken.statusCode).toBe(401);
-    expect(taken.body).toContain('That username and password do not match');
+    expect(taken.body).toContain('The username or password is incorrect');
   });
 
   it('says so when the directory does not answer, and that counts as no failed attempt', async () => {
@@ -367,6 +367,33 @@ describe('the user portal in a browser', () => {
     }
     await signIn(page, base, 'hana', 'Hana-old-Passw0rd');
     await page.getByRole('heading', { name: 'Security' }).waitFor();
+    await context.close();
+  });
+
+  it('with mfa.enforce, Save is refused until the user sets up the authenticator; then the change goes through without a second code', async () => {
+    await slapd.addUser('ivan', 'Ivan-old-Passw0rd');
+    const { base } = await portal([], { mfa: { issuer: 'Example Corp', enforce: true } });
+    const { context, page } = await newPage();
+    await signIn(page, base, 'ivan', 'Ivan-old-Passw0rd');
+    await page.getByText('Required to change your password').waitFor();
+    const save = async () => {
+      await page.goto(`${base}/portal/security/password`);
+      await page.getByLabel('New password', { exact: true }).fill('Ivan-new-Passw0rd-9');
+      await page.getByLabel('Confirm new password').fill('Ivan-new-Passw0rd-9');
+      await page.getByRole('button', { name: 'Save' }).click();
+    };
+    await save();
+    await page.getByText('requires an authenticator app').waitFor();
+    expect(await slapd.canBind(slapd.userDN('ivan'), 'Ivan-old-Passw0rd')).toBe(true);
+
+    await page.goto(`${base}/portal/security/authenticator`);
+    const secret = ((await page.getByLabel('Secret key').textContent()) ?? '').trim();
+    await page.getByLabel('Authentication code').fill(await oathtool(secret));
+    await page.getByRole('button', { name: 'Turn on' }).click();
+    await page.getByText('Your authenticator app is on.').waitFor();
+    await save();
+    await page.getByRole('heading', { name: 'What happens next' }).waitFor();
+    expect(await slapd.canBind(slapd.userDN('ivan'), 'Ivan-new-Passw0rd-9')).toBe(true);
     await context.close();
   });
 });
