@@ -12,7 +12,7 @@ type Scripts = {
 
 /** An attempt in progress: `fail()` leaves it counted, `succeed()` gives it back. */
 export interface Attempt {
-  /** The password (and code) were right: this attempt does not count against anyone. */
+  /** The password (and code) were right, or nothing was judged: this attempt does not count. Idempotent. */
   succeed(): Promise<void>;
 }
 
@@ -56,8 +56,12 @@ export class Lockout {
       await this.scripts.rippleRefundAttempt(user);
       return { retryAfter: Math.ceil(addrWait / 1000) };
     }
+    let refunded = false;
     return {
+      // Once at most: a second call must not give back someone else's failure.
       succeed: async () => {
+        if (refunded) return;
+        refunded = true;
         await this.scripts.rippleRefundAttempt(user);
         await this.scripts.rippleRefundAttempt(addr);
       },

@@ -4,7 +4,7 @@ import type { LdapSettings } from '../../workers/ldap/index.js';
 import { fieldIssues } from '../api/refusal.js';
 import type { AppConfig } from '../config/types.js';
 import { RippleError } from '../errors.js';
-import { username as usernameSchema } from '../events/event.js';
+import { sameUserKey, username as usernameSchema } from '../events/event.js';
 import { type IngestAnswer, submitEvent } from '../ingest/ingest.js';
 import { REQUEST_REDIS_TIMEOUT_MS } from '../redis/connections.js';
 import { wakeWaiters } from '../runtime/delivery.js';
@@ -50,7 +50,7 @@ export const passwordChangeFields = z
 export interface SelfServiceOptions {
   /**
    * Whether `token` is the device token of enrolled computer `deviceId`, which belongs to
-   * `username` (kind device). Defaults to `engine.services.devices.verifyDevice`.
+   * `username` (kind device). Defaults to asking `engine.services.devices` (the device kind's store).
    */
   verifyDevice?: (deviceId: string, token: string, username: string) => Promise<boolean>;
   /** How long the 202 waits for the planner to write the rows it shows (else it shows the plan). */
@@ -123,7 +123,15 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
   const lockout = new Lockout(engine.redis, engine.prefix, config.lockout);
   const mfa = new Authenticators(engine.redis, engine.prefix, engine.vault, config.mfa.issuer);
   const tokens = new StatusTokens(engine.redis, engine.prefix, config.session.ttl);
-  const verifyDevice = opts.verifyDevice ?? engine.services.devices?.verifyDevice?.bind(engine.services.devices);
+  const devices = engine.services.devices;
+  const verifyDevice =
+    opts.verifyDevice ??
+    (devices
+      ? async (deviceId: string, token: string, username: string) => {
+          const device = await devices.verify(deviceId, token);
+          return device !== undefined && sameUserKey(device.username) === sameUserKey(username);
+        }
+      : undefined);
   const planWaitMs = opts.planWaitMs ?? 2_000;
   const log = engine.log.child({ component: 'self-service' });
 

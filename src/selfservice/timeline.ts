@@ -35,6 +35,11 @@ export async function userTimeline(engine: Engine, eventId: string, username: st
   }
   rows.sort((a, b) => a[1].dueAt - b[1].dueAt || a[0].localeCompare(b[0]));
   const ownDetail = new Set((meta.alreadyDone ?? []).map((d) => d.app));
+  const devices = engine.services.devices;
+  const hostnames =
+    devices && rows.some(([, r]) => r.kind === 'device')
+      ? await devices.hostnamesToPrompt(meta.user.username, eventId)
+      : {};
   const apps: TimelineApp[] = [];
   for (const [app, row] of rows) {
     const config = engine.apps.get(app) ?? engine.config.apps.find((a) => a.id === app);
@@ -46,9 +51,7 @@ export async function userTimeline(engine: Engine, eventId: string, username: st
       state: row.state,
       dueAt: iso(row.dueAt),
       asksToSignIn: category === 'session',
-      ...(row.kind === 'device' && engine.services.devices
-        ? { hostnames: await engine.services.devices.hostnamesToPrompt(meta.user.username, eventId) }
-        : {}),
+      ...(row.kind === 'device' ? { hostnames: hostnames[app] ?? [] } : {}),
       // Only what Ripple itself wrote for the user (the directory row) or a computer's own report.
       ...((ownDetail.has(app) || row.kind === 'device') && row.detail ? { detail: row.detail } : {}),
     });

@@ -41,12 +41,13 @@ export interface EngineServices {
   /** Ripple's signing keys from ripple.yaml `signing` (SAML requests, OIDC logout tokens). */
   signing?: SigningKeys;
   /**
-   * Enrolled computers (`kind: device`), for self-service: which of the user's computers will ask
-   * for the old and new password at next login, and whether a desktop app's device token is valid.
+   * Enrolled computers (`kind: device`), as self-service uses them: per device app of a change, the
+   * hostnames that will ask for the old and new password at next login; the computer a desktop
+   * app's device token belongs to. (The device kind's store has this shape.)
    */
   devices?: {
-    hostnamesToPrompt(username: string, eventId: string): Promise<string[]>;
-    verifyDevice?(deviceId: string, token: string, username: string): Promise<boolean>;
+    hostnamesToPrompt(username: string, eventId: string): Promise<Record<string, string[]>>;
+    verify(deviceId: string, token: string): Promise<{ username: string } | undefined>;
   };
 }
 
