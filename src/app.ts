@@ -15,6 +15,7 @@ import { dashboardRoutes } from './dashboard/bull-board.js';
 import { deviceRoutes } from './devices/routes.js';
 import type { DeviceSettings } from './devices/store.js';
 import { ingestRoutes } from './ingest/routes.js';
+import { portalOptions, portalRoutes } from './portal/routes.js';
 import { isConnectionError } from './redis/connections.js';
 import type { RedisHealth } from './redis/health.js';
 import type { Engine } from './runtime/engine.js';
@@ -139,6 +140,7 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
     if (devices && deviceApps.length > 0) {
       await app.register(deviceRoutes, { engine, devices, apps: deviceApps as AppConfig<DeviceSettings>[] });
     }
+    if (selfService) await app.register(portalRoutes, portalOptions(engine, selfService));
     if (sessions) {
       const sessionApps = [...engine.apps.values()].filter((a) => a.category === 'session');
       await app.register(sessionRoutes, {

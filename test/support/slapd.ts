@@ -249,3 +249,19 @@ export async function startSlapd(opts: { tls?: boolean; ppolicy?: boolean } = {}
     },
   };
 }
+
+/** An `ldap` app writing users' passwords in `slapd` as its service account (with `ppolicy: true`). */
+export function ldapApp(slapd: Slapd, id: string, extra: Record<string, unknown> = {}) {
+  return {
+    id,
+    kind: 'ldap',
+    retry: { attempts: 2, backoff: '100ms', maxBackoff: '1s' },
+    ...extra,
+    ldap: {
+      url: slapd.url,
+      bindDN: slapd.serviceDN,
+      bindPassword: slapd.servicePassword,
+      userDN: `uid={username},${slapd.peopleDN}`,
+    },
+  };
+}
