@@ -17,12 +17,15 @@ import type { RedisHealth } from './redis/health.js';
 import type { Engine } from './runtime/engine.js';
 import { sessionRoutes } from './sessions/routes.js';
 import { signingRoutes } from './signing/routes.js';
+import { type RunningSource, sourceRoutes } from './sources/runtime.js';
 
 export interface AppOptions {
   /** Ingest, status API and dashboard; off for a worker process that only reports health and metrics. */
   api: boolean;
   /** Where Redis reachability is reported (once per outage, not once per refused request). */
   health?: RedisHealth | undefined;
+  /** Enabled sources (`config/sources/`): push ones answer `POST /v1/sources/:id`. */
+  sources?: Map<string, RunningSource> | undefined;
 }
 
 /** The refusal codes of fastify's own 4xx errors, in Ripple's words. */
@@ -124,6 +127,7 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
   const { issuer, admin } = engine.config.service;
   if (opts.api) {
     await app.register(ingestRoutes, { engine });
+    if (opts.sources?.size) await app.register(sourceRoutes, { engine, sources: opts.sources });
     await app.register(statusRoutes, { engine });
     await app.register(dashboardRoutes, { engine });
     if (signing && issuer) await app.register(signingRoutes, { keys: signing, issuer });

@@ -18,6 +18,7 @@ import { type DeliveryRuntime, startDeliveryWorkers } from './runtime/delivery.j
 import { createTargets, dependentsOf, type Engine } from './runtime/engine.js';
 import { createQueues, deliveryQueueName } from './runtime/queues.js';
 import { SessionStore } from './sessions/store.js';
+import { createSources, type RunningSource, startPollers } from './sources/runtime.js';
 import { StatusStore } from './status/store.js';
 import type { EngineServices, Target } from './targets/adapter.js';
 import { Vault } from './vault/vault.js';
@@ -77,6 +78,7 @@ export class Ripple {
   private planner?: Worker;
   private delivery?: DeliveryRuntime;
   private workerKinds: string[] = [];
+  private stopPollers?: () => Promise<void>;
   private closing?: Promise<ShutdownReport>;
 
   private constructor(
@@ -85,6 +87,7 @@ export class Ripple {
     private readonly targets: Map<string, Target>,
     private readonly health: RedisHealth,
     private readonly embedded: DataDirRedis | undefined,
+    private readonly sources: Map<string, RunningSource> = new Map(),
   ) {}
 
   static async open(opts: RippleOptions): Promise<Ripple> {
@@ -161,8 +164,10 @@ export class Ripple {
       run: () => httpEngine.store.syncClock(),
     });
     let targets: Map<string, Target>;
+    let sources: Map<string, RunningSource>;
     try {
       targets = createTargets(apps, engine.services);
+      sources = createSources(config.sources, { log, apps: config.apps });
     } catch (err) {
       health.close();
       await Promise.all([engine.queues.close(), httpEngine.queues.close()]);
@@ -171,7 +176,7 @@ export class Ripple {
       await embedded?.release();
       throw err;
     }
-    return new Ripple(engine, httpEngine, targets, health, embedded);
+    return new Ripple(engine, httpEngine, targets, health, embedded, sources);
   }
 
   /**
@@ -193,7 +198,7 @@ export class Ripple {
   }
 
   async buildHttp(api = true): Promise<FastifyInstance> {
-    this.http ??= await buildApp(this.httpEngine, { api, health: this.health });
+    this.http ??= await buildApp(this.httpEngine, { api, health: this.health, sources: this.sources });
     return this.http;
   }
 
@@ -208,6 +213,8 @@ export class Ripple {
     // Reachability is reported once per outage (RedisHealth), not once per reconnect attempt.
     this.planner.removeAllListeners('error');
     this.health.watch(this.planner, 'planner');
+    // Poll sources feed the planner; they run where it runs (one of them polls at a time: a Redis lock).
+    this.stopPollers = startPollers(this.engine, this.sources);
   }
 
   startWorkers(kinds: string[] = this.kinds): void {
@@ -304,7 +311,7 @@ export class Ripple {
       await work();
       unfinished.delete(what);
     };
-    const { http, delivery, planner } = this;
+    const { http, delivery, planner, stopPollers } = this;
     const orderly = (async () => {
       // Nothing new is taken on from here: no request, no delivery job, no plan.
       await Promise.all([
@@ -312,6 +319,7 @@ export class Ripple {
           step('stop the HTTP server', () => closeHttp(http, Math.min(HTTP_CLOSE_MS, drainMs + CLOSE_GRACE_MS / 2))),
         delivery && step('let active deliveries finish', () => delivery.close(drainMs)),
         planner && step('stop the planner', () => planner.close()),
+        stopPollers && step('stop the poll sources', stopPollers),
       ]);
       await step('close the queues', () => Promise.all([engine.queues.close(), httpEngine.queues.close()]));
       await step('close the targets', () =>

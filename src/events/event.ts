@@ -7,7 +7,7 @@ export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 /** `webhook-id`: the event id. Restricted so it is safe in Redis keys, job ids and URLs. */
 export const EVENT_ID = /^[A-Za-z0-9_.-]{1,128}$/;
 
-const username = z
+export const username = z
   .string()
   .min(1)
   .max(256)
@@ -47,6 +47,8 @@ export interface EventMeta extends PasswordChange {
   /** sha256 of the raw body, to tell a retry (same body) from a conflicting reuse of the id. */
   bodyHash: string;
   hasCredential: boolean;
+  /** The kind of the configured source that recorded it (`okta`, `ldap-watch`, …); unset for other inputs. */
+  sourceKind?: string;
   /** Arrival order at ingest (Redis counter): breaks ties between changes with the same occurredAt. */
   seq?: number;
   /** Set once every app has been planned. */

@@ -1,4 +1,7 @@
 import { Worker } from 'bullmq';
+import type { AppConfig } from '../config/types.js';
+import { errorMessage } from '../errors.js';
+import type { EventMeta } from '../events/event.js';
 import {
   adapterFor,
   type Engine,
@@ -8,6 +11,7 @@ import {
   settleCredential,
 } from '../runtime/engine.js';
 import { deliveryJobId, EVENTS_QUEUE, type PlanJob, planJobId } from '../runtime/queues.js';
+import { ENRICH_GIVE_UP_MS, enrichmentFor, enrichUser } from '../sources/enrich.js';
 import type { AppRow } from '../status/model.js';
 import { planPropagation } from './plan.js';
 
@@ -30,16 +34,28 @@ export async function planEvent(engine: Engine, eventId: string, now = Date.now(
   let rows = ev.rows;
   let supersedes = Object.entries(meta.supersedes ?? {});
   if (!meta.planned) {
+    await enrich(engine, eventId, meta, now);
     const plan = planPropagation([...engine.apps.values()], meta.user, Date.parse(meta.receivedAt));
     const planned: Record<string, AppRow> = {};
     for (const item of plan.apps) {
-      planned[item.app.id] = {
-        kind: item.app.kind,
-        action: item.app.action,
-        dueAt: item.dueAt,
-        attempts: 0,
-        state: item.after.length > 0 ? 'waiting' : 'scheduled',
-      };
+      const noPassword = passwordlessSkip(meta, item.app);
+      planned[item.app.id] = noPassword
+        ? {
+            kind: item.app.kind,
+            action: item.app.action,
+            dueAt: item.dueAt,
+            attempts: 0,
+            state: 'skipped',
+            detail: noPassword,
+            finishedAt: now,
+          }
+        : {
+            kind: item.app.kind,
+            action: item.app.action,
+            dueAt: item.dueAt,
+            attempts: 0,
+            state: item.after.length > 0 ? 'waiting' : 'scheduled',
+          };
     }
     const claims = await engine.store.plan(
       { id: eventId, username, occurredAtMs: Date.parse(meta.occurredAt) },
@@ -58,10 +74,48 @@ export async function planEvent(engine: Engine, eventId: string, now = Date.now(
   await supersede(engine, supersedes, eventId, username);
   // A row written superseded on arrival ends its dependents here (they may be skipped).
   for (const [app, row] of Object.entries(rows)) {
-    if (row.state === 'superseded') await resolveDependents(engine, eventId, app, username);
+    if (row.state === 'superseded' || row.state === 'skipped') await resolveDependents(engine, eventId, app, username);
   }
   await enqueueScheduled(engine, eventId, username, rows, now);
   await settleCredential(engine, eventId, { meta, rows });
+}
+
+/**
+ * Why a credential app (one that sets or checks the password: category `credential`) is skipped
+ * for this change, or undefined: a change reported by a source carries no password, so such an
+ * app has nothing to act with. Decided here, once, for every kind.
+ */
+function passwordlessSkip(meta: EventMeta, app: AppConfig): string | undefined {
+  if (!meta.sourceKind || meta.hasCredential) return undefined;
+  if (app.category !== 'credential' && !adapterFor(app.kind).needsCredential) return undefined;
+  return `not run: the change came from ${meta.source} (${meta.sourceKind}), which carries no password, and ${app.kind} app "${app.id}" needs one to act`;
+}
+
+/**
+ * Fills the event's email and groups from the directory its source names (`enrich`), before the
+ * apps are chosen. A directory that cannot be asked delays the plan (the plan job is retried with
+ * backoff) for up to ENRICH_GIVE_UP_MS; then the change is planned with what the source gave.
+ */
+async function enrich(engine: Engine, eventId: string, meta: EventMeta, now: number): Promise<void> {
+  const wanted = enrichmentFor(meta, engine.config);
+  if (!wanted) return;
+  try {
+    const user = await enrichUser(wanted.app, wanted.enrich, meta.user);
+    if (!user) return;
+    meta.user = user;
+    await engine.store.replaceUser(eventId, user);
+  } catch (err) {
+    const waited = now - Date.parse(meta.receivedAt);
+    if (waited < ENRICH_GIVE_UP_MS) {
+      throw new Error(`cannot fill the user's email and groups from ${wanted.app.id}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+    engine.log.warn(
+      { eventId, app: wanted.app.id, err },
+      `planned without the directory's email and groups: ${wanted.app.id} could not be asked for ${Math.round(waited / 60_000)} minutes`,
+    );
+  }
 }
 
 /**
