@@ -63,6 +63,22 @@ const LOCK = `local cur = redis.call('GET', KEYS[1])
 if cur == false or cur == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0`;
 
+/**
+ * Where the watcher is: the latest change time it has handled, and the entries it handled with
+ * exactly that time (the next search starts at that time, inclusive, since another change in
+ * the same second may still come).
+ */
+interface Cursor {
+  at: string;
+  done: string[];
+}
+
+function parseCursor(raw: string | null): Cursor | undefined {
+  if (!raw) return undefined;
+  const parsed = JSON.parse(raw) as Partial<Cursor>;
+  return { at: String(parsed.at), done: Array.isArray(parsed.done) ? parsed.done.map(String) : [] };
+}
+
 class Watcher {
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
@@ -135,9 +151,9 @@ class Watcher {
       rt.count('poll', 'locked');
       return;
     }
-    const cursor = await rt.redis.get(cursorKey);
+    const cursor = parseCursor(await rt.redis.get(cursorKey));
     const attr = s.attribute;
-    const filter = cursor ? `(&${s.filter}(${attr}>=${escapeFilterValue(cursor)}))` : `(&${s.filter}(${attr}=*))`;
+    const filter = cursor ? `(&${s.filter}(${attr}>=${escapeFilterValue(cursor.at)}))` : `(&${s.filter}(${attr}=*))`;
     const attributes = [attr, s.usernameAttribute, s.idAttribute, s.emailAttribute, s.groupsAttribute, 'modifiersName'];
     const entries = await withClient(
       this.ldap,
@@ -160,23 +176,28 @@ class Watcher {
       .sort((a, b) => (changeTimeMs(a.value, s.format) ?? 0) - (changeTimeMs(b.value, s.format) ?? 0));
     if (!cursor) {
       // First poll: start from the newest change the directory has now; history is not replayed.
-      const start = changed.at(-1)?.value ?? (s.format === 'generalizedTime' ? '19700101000000Z' : '0');
-      await rt.redis.eval(ADVANCE, 2, lock, cursorKey, this.token, start);
+      const at = changed.at(-1)?.value ?? (s.format === 'generalizedTime' ? '19700101000000Z' : '0');
+      const start: Cursor = { at, done: changed.filter((c) => c.value === at).map((c) => normalizeDn(c.entry.dn)) };
+      await rt.redis.eval(ADVANCE, 2, lock, cursorKey, this.token, JSON.stringify(start));
       rt.count('poll', 'ok');
       this.services.log.info(
-        { source: this.source.id, cursor: start },
-        `ldap-watch ${this.source.id}: watching changes from ${start}`,
+        { source: this.source.id, cursor: at },
+        `ldap-watch ${this.source.id}: watching changes from ${at}`,
       );
       return;
     }
     let next = cursor;
     for (const { entry, value } of changed) {
+      const dn = normalizeDn(entry.dn);
+      // The search includes the cursor's own time (another change in that second may come after a poll): skip those done.
+      if (value === cursor.at && cursor.done.includes(dn)) continue;
       const outcome = await this.consider(rt, entry, value);
-      // Held back (Ripple's own write in flight, or Redis refused): the cursor stays at it, so the next poll sees it again.
+      // Held back (Ripple's own write in flight, or Redis refused): the cursor stays before it, so the next poll sees it again.
       if (outcome === 'hold') break;
-      next = laterOf(next, value, s.format);
+      const at = laterOf(next.at, value, s.format);
+      next = at === next.at ? { at, done: [...next.done, dn] } : { at, done: [dn] };
     }
-    if (next !== cursor) await rt.redis.eval(ADVANCE, 2, lock, cursorKey, this.token, next);
+    if (next !== cursor) await rt.redis.eval(ADVANCE, 2, lock, cursorKey, this.token, JSON.stringify(next));
     rt.count('poll', 'ok');
   }
 
