@@ -1,9 +1,11 @@
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
+import { Client } from 'ldapts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { passwordChanged, ripplesPerTest, type TestRipple, webhookApp, writeConfig } from '../support/ripple.js';
 import { type Slapd, startSlapd } from '../support/slapd.js';
-import { metricValue, writeSources } from '../support/sources.js';
+import { metricValue, toSource, writeSources } from '../support/sources.js';
 
 /**
  * `kind: ldap-watch` against a real slapd with the ppolicy overlay (which sets pwdChangedTime on
@@ -188,5 +190,131 @@ describe('ldap-watch', () => {
     expect(Math.min(oa, ob)).toBe(0);
     expect(Math.max(la, lb)).toBeGreaterThan(0);
     expect(await sourceEvents(a)).toHaveLength(1);
+  });
+});
+
+describe('enrich: email and groups from the directory, for a source that carries neither', () => {
+  it('an okta change for hana gets her groups (group search) and email, so assign: { groups } picks the right apps', async () => {
+    await slapd.addUser('hana', 'hana-first-password-1', { mail: 'hana.k@example.org' });
+    const root = new Client({ url: slapd.url });
+    await root.bind(slapd.rootDN, slapd.rootPassword);
+    const groups = `ou=groups,${slapd.baseDN}`;
+    await root.add(groups, { objectClass: ['organizationalUnit'], ou: 'groups' }).catch(() => {});
+    await root.add(`cn=eng,${groups}`, { objectClass: ['groupOfNames'], cn: 'eng', member: [slapd.userDN('hana')] });
+    await root.add(`cn=ops,${groups}`, { objectClass: ['groupOfNames'], cn: 'ops', member: [slapd.rootDN] });
+    await root.unbind();
+    const eng = await env.receiver();
+    const ops = await env.receiver();
+    const configDir = writeConfig([
+      webhookApp('eng-hook', eng.url, { assign: { groups: ['eng'] } }),
+      webhookApp('ops-hook', ops.url, { assign: { groups: ['ops'] } }),
+      {
+        id: 'corp-ldap',
+        kind: 'ldap',
+        enabled: false,
+        ldap: {
+          url: slapd.url,
+          bindDN: slapd.serviceDN,
+          bindPassword: slapd.servicePassword,
+          search: { base: slapd.peopleDN, filter: '(uid={username})' },
+        },
+      },
+    ]);
+    writeSources(configDir, [
+      {
+        id: 'okta',
+        kind: 'okta',
+        enrich: { directory: 'corp-ldap', groupSearch: { base: groups } },
+        okta: { secrets: ['okta-secret-for-enrich-test'], username: 'localPart' },
+      },
+    ]);
+    const t = await env.ripple({ apps: [], configDir });
+    const uuid = randomUUID();
+    const res = await toSource(
+      t,
+      'okta',
+      {
+        data: {
+          events: [
+            {
+              uuid,
+              published: new Date().toISOString(),
+              eventType: 'user.account.update_password',
+              outcome: { result: 'SUCCESS' },
+              actor: { id: '00uhana', type: 'User' },
+              // An Okta login that is not her directory mail: the email comes from the directory.
+              target: [{ id: '00uhana', type: 'User', alternateId: 'hana' }],
+            },
+          ],
+        },
+      },
+      { authorization: 'okta-secret-for-enrich-test' },
+    );
+    expect(res.status).toBe(200);
+    const status = await t.waitForEvent(`okta.${uuid}`, ['done']);
+    expect(status.apps.map((a) => a.app)).toEqual(['eng-hook']);
+    const meta = (await t.ripple.engine.store.getEvent(`okta.${uuid}`))?.meta;
+    expect(meta?.user).toMatchObject({ username: 'hana', email: 'hana.k@example.org', groups: ['eng'] });
+    expect(JSON.parse(eng.requests[0]?.body ?? '{}').data.user.groups).toEqual(['eng']);
+    expect(ops.requests).toHaveLength(0);
+  });
+
+  it('a directory that cannot be asked delays the plan (retried), it does not lose or misplan the change', async () => {
+    const eng = await env.receiver();
+    const configDir = writeConfig([
+      webhookApp('eng-hook', eng.url, { assign: { groups: ['eng'] } }),
+      {
+        id: 'corp-ldap',
+        kind: 'ldap',
+        enabled: false,
+        timeout: '500ms',
+        ldap: {
+          url: slapd.url,
+          bindDN: slapd.serviceDN,
+          bindPassword: slapd.servicePassword,
+          userDN: `uid={username},${slapd.peopleDN}`,
+        },
+      },
+    ]);
+    writeSources(configDir, [
+      {
+        id: 'okta',
+        kind: 'okta',
+        enrich: { directory: 'corp-ldap', groupsAttribute: 'description' },
+        okta: { secrets: ['okta-secret-for-enrich-test'] },
+      },
+    ]);
+    await slapd.addUser('ivan', 'ivan-first-password-1', { description: 'eng' });
+    const t = await env.ripple({ apps: [], configDir });
+    await slapd.pause();
+    const uuid = randomUUID();
+    try {
+      const res = await toSource(
+        t,
+        'okta',
+        {
+          data: {
+            events: [
+              {
+                uuid,
+                published: new Date().toISOString(),
+                eventType: 'user.account.update_password',
+                outcome: { result: 'SUCCESS' },
+                target: [{ id: '00uivan', type: 'User', alternateId: 'ivan' }],
+              },
+            ],
+          },
+        },
+        { authorization: 'okta-secret-for-enrich-test' },
+      );
+      // Answered at once: the directory is asked by the planner, after the change is recorded.
+      expect(res.status).toBe(200);
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect((await t.status(`okta.${uuid}`)).state).toBe('scheduled');
+    } finally {
+      await slapd.resume();
+    }
+    const status = await t.waitForEvent(`okta.${uuid}`, ['done'], 30_000);
+    expect(status.apps.map((a) => a.app)).toEqual(['eng-hook']);
   });
 });
