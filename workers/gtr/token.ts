@@ -100,12 +100,17 @@ export class AccessTokens {
         this.cached = { token: res.access_token, until: Date.now() + Math.max(0, lifetime - EARLY_MS) };
         return res.access_token;
       } catch (err) {
-        if (err instanceof client.ResponseBodyError && err.status < 500 && err.status !== 429) {
+        // A refusal (wrong secret, unknown client, bad assertion) stays one until the config changes.
+        const refused =
+          err instanceof client.ResponseBodyError || err instanceof client.WWWAuthenticateChallengeError;
+        if (refused && err.status < 500 && err.status !== 429 && err.status !== 408) {
+          const what =
+            err instanceof client.ResponseBodyError
+              ? `${err.error}${err.error_description ? ` (${err.error_description})` : ''}`
+              : `HTTP ${err.status} ${err.cause.map((c) => c.parameters.error ?? c.scheme).join(', ')}`;
           throw new PermanentDeliveryError(
             'GTR_TOKEN_REFUSED',
-            redactSecrets(
-              `the token endpoint refused client ${this.settings.clientId}: ${err.error}${err.error_description ? ` (${err.error_description})` : ''}`,
-            ),
+            redactSecrets(`the token endpoint refused client ${this.settings.clientId}: ${what}`),
             { cause: err },
           );
         }
