@@ -136,6 +136,8 @@ export interface NewEvent {
   source: string;
   /** Set by configured sources (`config/sources/`): their kind. Such events carry no password. */
   sourceKind?: string;
+  /** A session revocation reported by a source: only session apps act on it. */
+  sessionsOnly?: boolean;
   initiator?: PasswordChange['initiator'];
   originDevice?: PasswordChange['originDevice'];
   user: PasswordChange['user'];
@@ -186,6 +188,7 @@ export async function submitEvent(
     receivedAt: now.toISOString(),
     source: event.source,
     ...(event.sourceKind ? { sourceKind: event.sourceKind } : {}),
+    ...(event.sessionsOnly ? { sessionsOnly: true } : {}),
     ...(event.initiator ? { initiator: event.initiator } : {}),
     ...(event.originDevice ? { originDevice: event.originDevice } : {}),
     user: event.user,

@@ -86,6 +86,9 @@ export async function planEvent(engine: Engine, eventId: string, now = Date.now(
  * app has nothing to act with. Decided here, once, for every kind.
  */
 function passwordlessSkip(meta: EventMeta, app: AppConfig): string | undefined {
+  if (meta.sourceKind && meta.sessionsOnly && app.category !== 'session') {
+    return `not run: ${meta.source} (${meta.sourceKind}) reported a session revocation, which only session apps act on`;
+  }
   if (!meta.sourceKind || meta.hasCredential) return undefined;
   if (app.category !== 'credential' && !adapterFor(app.kind).needsCredential) return undefined;
   return `not run: the change came from ${meta.source} (${meta.sourceKind}), which carries no password, and ${app.kind} app "${app.id}" needs one to act`;

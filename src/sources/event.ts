@@ -30,6 +30,7 @@ export function toNewEvent(source: SourceConfig, change: SourceChange): NewEvent
     occurredAt: new Date(change.occurredAt).toISOString(),
     user,
     initiator: change.initiator ?? null,
+    sessionsOnly: change.sessionsOnly === true,
   };
   return {
     id: sourceEventId(source.id, change.sourceEventId),
@@ -37,6 +38,7 @@ export function toNewEvent(source: SourceConfig, change: SourceChange): NewEvent
     source: source.id,
     sourceKind: source.kind,
     ...(change.initiator ? { initiator: change.initiator } : {}),
+    ...(change.sessionsOnly ? { sessionsOnly: true } : {}),
     user,
     bodyHash: createHash('sha256').update(JSON.stringify(normalised)).digest('hex'),
   };

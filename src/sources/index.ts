@@ -1,6 +1,7 @@
 import { keycloakSource } from './keycloak/index.js';
 import { ldapWatchSource } from './ldap-watch/index.js';
 import { oktaSource } from './okta/index.js';
+import { ssfSource } from './ssf/index.js';
 import type { SourceKind } from './types.js';
 
 /**
@@ -10,6 +11,7 @@ import type { SourceKind } from './types.js';
 export const sourceKinds = {
   okta: oktaSource,
   keycloak: keycloakSource,
+  ssf: ssfSource,
   'ldap-watch': ldapWatchSource,
   // biome-ignore lint/suspicious/noExplicitAny: each kind has its own settings type
 } satisfies { [K in string]: SourceKind<K, any> };

@@ -7,7 +7,7 @@ import { answerWithin } from '../ingest/routes.js';
 import type { Engine } from '../runtime/engine.js';
 import { toNewEvent } from './event.js';
 import { sourceKindOf } from './index.js';
-import type { Source, SourceChange, SourceConfig, SourceServices } from './types.js';
+import type { Source, SourceChange, SourceConfig, SourceOutcome, SourceReply, SourceServices } from './types.js';
 
 /** One enabled source, created. */
 export interface RunningSource {
@@ -117,7 +117,7 @@ export async function sourceRoutes(
     if (!running || !receive) {
       return reply.code(404).send(refusal('not_found', `no enabled push source "${id}"`));
     }
-    const { config } = running;
+    const { config, source } = running;
     const count = (outcome: string) => engine.metrics.sourceRequests.inc({ source: id, kind: config.kind, outcome });
     const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     const received = await receive({
@@ -131,24 +131,44 @@ export async function sourceRoutes(
       return reply.code(received.refused.status).send(received.refused.body);
     }
     const { changes, ignored } = received;
+    const answerOf = (outcome: SourceOutcome): SourceReply =>
+      source.answer?.(outcome) ?? { status: running.acceptedStatus, body: outcome };
+    const replayKey = received.replayKey && `${engine.prefix}:source:{${id}}:${received.replayKey}`;
+    if (replayKey && (await engine.redis.exists(replayKey)) === 1) {
+      count('refused');
+      const message = 'this SET (its jti) was already received and accepted';
+      return reply
+        .code(400)
+        .send(source.refusal?.(400, 'invalid_request', message).body ?? refusal('replayed', message));
+    }
+    const remember = async () => {
+      if (replayKey) await engine.redis.set(replayKey, '1', 'PX', engine.config.service.status.retention);
+    };
     if (changes.length === 0) {
       count(received.reply ? 'verified' : 'ignored');
-      if (received.reply) return reply.code(received.reply.status).send(received.reply.body);
-      return reply.code(running.acceptedStatus).send({ accepted: [], duplicates: [], refused: [], ignored });
+      await remember();
+      const answer = received.reply ?? answerOf({ accepted: [], duplicates: [], refused: [], ignored });
+      return reply.code(answer.status).send(answer.body);
     }
     count('received');
     return answerWithin(engine, reply, async (signal, deadline) => {
-      const accepted: string[] = [];
-      const duplicates: string[] = [];
-      const refused: { sourceEventId: string; error: unknown; message: unknown }[] = [];
+      const outcome: SourceOutcome = { accepted: [], duplicates: [], refused: [], ignored };
       for (const change of changes) {
         const answer = await submitChange(engine, config, change, signal, deadline);
         if (answer.status === 503) return answer; // send it all again: what was taken is a duplicate then
-        if (answer.status === 202) (answer.duplicate ? duplicates : accepted).push(answer.body.eventId as string);
-        else
-          refused.push({ sourceEventId: change.sourceEventId, error: answer.body.error, message: answer.body.message });
+        if (answer.status === 202) {
+          (answer.duplicate ? outcome.duplicates : outcome.accepted).push(answer.body.eventId as string);
+        } else {
+          outcome.refused.push({
+            sourceEventId: change.sourceEventId,
+            error: answer.body.error,
+            message: answer.body.message,
+          });
+        }
       }
-      return { status: running.acceptedStatus, body: { accepted, duplicates, refused, ignored } };
+      if (outcome.refused.length === 0) await remember();
+      const answer = answerOf(outcome);
+      return { status: answer.status as IngestAnswer['status'], body: answer.body as Record<string, unknown> };
     });
   };
   app.post('/v1/sources/:id', { bodyLimit }, handler);

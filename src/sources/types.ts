@@ -34,6 +34,16 @@ export interface SourceChange {
   occurredAt: string;
   user: { id: string; username: string; email?: string | undefined; groups?: string[] | undefined };
   initiator?: PasswordChange['initiator'];
+  /** A session revocation rather than a password change: only session apps act on it. */
+  sessionsOnly?: boolean | undefined;
+}
+
+/** What became of the changes of one request. */
+export interface SourceOutcome {
+  accepted: string[];
+  duplicates: string[];
+  refused: { sourceEventId: string; error: unknown; message: unknown }[];
+  ignored: string[];
 }
 
 /** An HTTP request to `POST`/`GET /v1/sources/:id`, as a push source sees it. */
@@ -54,7 +64,16 @@ export interface SourceReply {
 /** What a push source made of a request: refused as a whole, or changes to record (and what it ignored, why). */
 export type Received =
   | { refused: SourceReply }
-  | { changes: SourceChange[]; ignored: string[]; reply?: SourceReply | undefined };
+  | {
+      changes: SourceChange[];
+      ignored: string[];
+      reply?: SourceReply | undefined;
+      /**
+       * Identifies the request itself (an SSF SET's jti): one already accepted is refused as a
+       * replay; it is remembered only once everything in it was accepted.
+       */
+      replayKey?: string | undefined;
+    };
 
 /** What a source may use; the background engine for pollers, the fail-fast one for HTTP sources. */
 export interface SourceServices {
@@ -69,6 +88,8 @@ export interface Source {
   receive?(req: SourceRequest): Promise<Received>;
   /** How a refusal of the whole request is written (SSF uses RFC 8935's `{err, description}`). */
   refusal?(status: number, code: string, message: string): SourceReply;
+  /** How the outcome of a request is answered; by default `acceptedStatus` with the outcome as JSON. */
+  answer?(outcome: SourceOutcome): SourceReply;
   /** Poll sources: start polling in the background, recording each change through `runtime.submit`. */
   start?(runtime: PollRuntime): void;
   /** Stops polling; resolves once a poll in progress has finished. */
