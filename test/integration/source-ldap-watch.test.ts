@@ -60,7 +60,7 @@ function config(receiverUrl: string, watch: Record<string, unknown> = {}) {
     {
       id: 'dir-watch',
       kind: 'ldap-watch',
-      'ldap-watch': { directory: 'corp-ldap', base: slapd.peopleDN, interval: '300ms', ...watch },
+      'ldap-watch': { directory: 'corp-ldap', base: slapd.peopleDN, interval: '300ms', pageSize: 2, ...watch },
     },
   ]);
 }
