@@ -17,6 +17,7 @@ import type { RedisHealth } from './redis/health.js';
 import type { Engine } from './runtime/engine.js';
 import { sessionRoutes } from './sessions/routes.js';
 import { signingRoutes } from './signing/routes.js';
+import { ssfTransmitterRoutes } from './ssf/routes.js';
 
 export interface AppOptions {
   /** Ingest, status API and dashboard; off for a worker process that only reports health and metrics. */
@@ -127,6 +128,7 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
     await app.register(statusRoutes, { engine });
     await app.register(dashboardRoutes, { engine });
     if (signing && issuer) await app.register(signingRoutes, { keys: signing, issuer });
+    if (signing && issuer) await app.register(ssfTransmitterRoutes, { engine, issuer });
     if (sessions) {
       const sessionApps = [...engine.apps.values()].filter((a) => a.category === 'session');
       await app.register(sessionRoutes, {

@@ -18,6 +18,7 @@ import { type DeliveryRuntime, startDeliveryWorkers } from './runtime/delivery.j
 import { createTargets, dependentsOf, type Engine } from './runtime/engine.js';
 import { createQueues, deliveryQueueName } from './runtime/queues.js';
 import { SessionStore } from './sessions/store.js';
+import { type StreamDelivery, startStreams } from './ssf/delivery.js';
 import { StatusStore } from './status/store.js';
 import type { EngineServices, Target } from './targets/adapter.js';
 import { Vault } from './vault/vault.js';
@@ -77,6 +78,7 @@ export class Ripple {
   private planner?: Worker;
   private delivery?: DeliveryRuntime;
   private workerKinds: string[] = [];
+  private streams?: StreamDelivery | undefined;
   private closing?: Promise<ShutdownReport>;
 
   private constructor(
@@ -218,6 +220,7 @@ export class Ripple {
     if (this.delivery) return;
     this.delivery = startDeliveryWorkers(this.engine, this.targets, kinds);
     this.workerKinds = [...kinds].sort();
+    this.streams = startStreams(this.engine, kinds);
     this.delivery.workers.forEach((worker, i) => {
       worker.removeAllListeners('error');
       this.health.watch(worker, 'delivery worker', { kind: kinds[i] });
@@ -304,7 +307,7 @@ export class Ripple {
       await work();
       unfinished.delete(what);
     };
-    const { http, delivery, planner } = this;
+    const { http, delivery, planner, streams } = this;
     const orderly = (async () => {
       // Nothing new is taken on from here: no request, no delivery job, no plan.
       await Promise.all([
@@ -312,6 +315,7 @@ export class Ripple {
           step('stop the HTTP server', () => closeHttp(http, Math.min(HTTP_CLOSE_MS, drainMs + CLOSE_GRACE_MS / 2))),
         delivery && step('let active deliveries finish', () => delivery.close(drainMs)),
         planner && step('stop the planner', () => planner.close()),
+        streams && step('stop the SSF stream deliveries', () => streams.close()),
       ]);
       await step('close the queues', () => Promise.all([engine.queues.close(), httpEngine.queues.close()]));
       await step('close the targets', () =>
