@@ -108,6 +108,12 @@ export const ssfTransmitterRoutes: FastifyPluginAsync<{ engine: Engine; issuer: 
     ...(s.description !== undefined ? { description: s.description } : {}),
   });
 
+  const statusView = (s: Stream) => ({
+    stream_id: s.stream_id,
+    status: s.status,
+    ...(s.reason ? { reason: s.reason } : {}),
+  });
+
   /** The body, or a refusal (400 in the one shape) already sent. */
   function parse<T>(schema: z.ZodType<T>, value: unknown, reply: FastifyReply): T | undefined {
     const parsed = schema.safeParse(value ?? {});
