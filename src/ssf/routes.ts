@@ -205,11 +205,7 @@ export const ssfTransmitterRoutes: FastifyPluginAsync<{ engine: Engine; issuer: 
       if (!query) return reply;
       const stream = await own(req, reply, query.stream_id);
       if (!stream) return reply;
-      return {
-        stream_id: stream.stream_id,
-        status: stream.status,
-        ...(stream.reason ? { reason: stream.reason } : {}),
-      };
+      return statusView(stream);
     });
 
     api.post('/ssf/status', async (req, reply) => {
@@ -231,11 +227,7 @@ export const ssfTransmitterRoutes: FastifyPluginAsync<{ engine: Engine; issuer: 
       // Disabled: what was held is dropped, as SSF 1.0 §8.1.2 says of a disabled stream.
       if (body.status === 'disabled') await store.takeHeld(stream.stream_id);
       req.log.info({ stream: stream.stream_id, status: body.status, was, released }, 'SSF stream status set');
-      return {
-        stream_id: stream.stream_id,
-        status: stream.status,
-        ...(stream.reason ? { reason: stream.reason } : {}),
-      };
+      return statusView(stream);
     });
 
     api.post('/ssf/verify', async (req, reply) => {
