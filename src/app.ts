@@ -18,6 +18,7 @@ import type { Engine } from './runtime/engine.js';
 import { sessionRoutes } from './sessions/routes.js';
 import { signingRoutes } from './signing/routes.js';
 import { type RunningSource, sourceRoutes } from './sources/runtime.js';
+import { ssfTransmitterRoutes } from './ssf/routes.js';
 
 export interface AppOptions {
   /** Ingest, status API and dashboard; off for a worker process that only reports health and metrics. */
@@ -131,6 +132,7 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
     await app.register(statusRoutes, { engine });
     await app.register(dashboardRoutes, { engine });
     if (signing && issuer) await app.register(signingRoutes, { keys: signing, issuer });
+    if (signing && issuer) await app.register(ssfTransmitterRoutes, { engine, issuer });
     if (sessions) {
       const sessionApps = [...engine.apps.values()].filter((a) => a.category === 'session');
       await app.register(sessionRoutes, {

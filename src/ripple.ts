@@ -19,6 +19,7 @@ import { createTargets, dependentsOf, type Engine } from './runtime/engine.js';
 import { createQueues, deliveryQueueName } from './runtime/queues.js';
 import { SessionStore } from './sessions/store.js';
 import { createSources, type RunningSource, startPollers } from './sources/runtime.js';
+import { type StreamDelivery, startStreams } from './ssf/delivery.js';
 import { StatusStore } from './status/store.js';
 import type { EngineServices, Target } from './targets/adapter.js';
 import { Vault } from './vault/vault.js';
@@ -79,6 +80,7 @@ export class Ripple {
   private delivery?: DeliveryRuntime;
   private workerKinds: string[] = [];
   private stopPollers?: () => Promise<void>;
+  private streams?: StreamDelivery | undefined;
   private closing?: Promise<ShutdownReport>;
 
   private constructor(
@@ -225,6 +227,7 @@ export class Ripple {
     if (this.delivery) return;
     this.delivery = startDeliveryWorkers(this.engine, this.targets, kinds);
     this.workerKinds = [...kinds].sort();
+    this.streams = startStreams(this.engine, kinds);
     this.delivery.workers.forEach((worker, i) => {
       worker.removeAllListeners('error');
       this.health.watch(worker, 'delivery worker', { kind: kinds[i] });
@@ -311,7 +314,7 @@ export class Ripple {
       await work();
       unfinished.delete(what);
     };
-    const { http, delivery, planner, stopPollers } = this;
+    const { http, delivery, planner, stopPollers, streams } = this;
     const orderly = (async () => {
       // Nothing new is taken on from here: no request, no delivery job, no plan.
       await Promise.all([
@@ -320,6 +323,7 @@ export class Ripple {
         delivery && step('let active deliveries finish', () => delivery.close(drainMs)),
         planner && step('stop the planner', () => planner.close()),
         stopPollers && step('stop the poll sources', stopPollers),
+        streams && step('stop the SSF stream deliveries', () => streams.close()),
       ]);
       await step('close the queues', () => Promise.all([engine.queues.close(), httpEngine.queues.close()]));
       await step('close the targets', () =>

@@ -11,7 +11,7 @@ import {
 } from 'jose';
 import { z } from 'zod';
 import { RippleError } from '../errors.js';
-import type { SigningKey } from '../signing/keys.js';
+import type { SigningKey, SigningKeys } from '../signing/keys.js';
 import { describeFetchError } from '../targets/http.js';
 
 /**
@@ -133,6 +133,22 @@ export function subjectKey(subject: SubjectId): string {
 
 // ---------------------------------------------------------------------------------------------
 // Signing
+
+/** The first configured signing key with `alg` (the active one when it fits), for an app or a stream. */
+export function setSigningKey(
+  services: { signing?: SigningKeys | undefined },
+  alg: 'RS256' | 'ES256',
+  refuse: (reason: string) => Error,
+): SigningKey {
+  const keys = services.signing?.keys ?? [];
+  if (keys.length === 0) throw refuse('needs `signing` keys in ripple.yaml (SETs are signed)');
+  const key = keys.find((k) => k.alg === alg);
+  if (!key)
+    throw refuse(
+      `no signing key with alg ${alg} in ripple.yaml (keys: ${keys.map((k) => `${k.kid} ${k.alg}`).join(', ')})`,
+    );
+  return key;
+}
 
 export interface SetToSign {
   key: SigningKey;

@@ -124,7 +124,14 @@ describe('kind: gtr against an app that authenticates Ripple at a real authoriza
   const methods = {
     'static bearer': () => ({ auth: { bearer: STATIC_TOKEN } }),
     'client credentials, client_secret_basic': () => ({
-      auth: { clientCredentials: { issuer: as.issuer, clientId: as.clients.basic, clientSecret: as.clients.secret, scope: as.scope } },
+      auth: {
+        clientCredentials: {
+          issuer: as.issuer,
+          clientId: as.clients.basic,
+          clientSecret: as.clients.secret,
+          scope: as.scope,
+        },
+      },
     }),
     'client credentials, client_secret_post': () => ({
       auth: {
@@ -170,7 +177,13 @@ describe('kind: gtr against an app that authenticates Ripple at a real authoriza
 
   it('a wrong client secret is refused by the authorization server: failed, not retried, secret not shown', async () => {
     const { services, app, target } = setup({
-      auth: { clientCredentials: { issuer: as.issuer, clientId: as.clients.basic, clientSecret: 'wrong-secret-value-987654321' } },
+      auth: {
+        clientCredentials: {
+          issuer: as.issuer,
+          clientId: as.clients.basic,
+          clientSecret: 'wrong-secret-value-987654321',
+        },
+      },
     });
     const err = await deliveryFailure(target.deliver(deliveryContext(app, alice(), services)));
     expect(err.retryable).toBe(false);
@@ -210,7 +223,9 @@ describe('kind: gtr against an app that authenticates Ripple at a real authoriza
       expect([status, err.retryable]).toEqual([status, retryable]);
     }
     const gone = setup({ ...methods['static bearer'](), endpoint: 'http://127.0.0.1:1/gtr' });
-    expect((await deliveryFailure(gone.target.deliver(deliveryContext(gone.app, alice(), services)))).retryable).toBe(true);
+    expect((await deliveryFailure(gone.target.deliver(deliveryContext(gone.app, alice(), services)))).retryable).toBe(
+      true,
+    );
   });
 
   it('refuses settings that name no auth, or two', () => {

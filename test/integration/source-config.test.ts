@@ -88,8 +88,8 @@ describe('source config', () => {
     );
   });
 
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: the test name quotes the syntax
   it('an unset ${VAR} in an enabled source is refused naming file and key; a disabled source may leave it unset', () => {
-    // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${ENV} reference in YAML
     const text = (enabled: boolean) =>
       `id: kc\nkind: keycloak\nenabled: ${enabled}\nkeycloak:\n  secrets: ["\${KC_SECRET}"]\n`;
     expect(errorsOf(withSources({ 'kc.yaml': text(true) }))).toEqual([

@@ -332,7 +332,9 @@ export async function startTestAs(opts: { jwks: { keys: jose.JWK[] } }): Promise
   provider.on('grant.error', (...args: unknown[]) => {
     const ctx = args[0] as { oidc?: { client?: { clientId: string } } };
     const err = args[1] as Error & { error_detail?: string };
-    tokenRequests.push(`${ctx.oidc?.client?.clientId ?? '?'} ${err.message}${err.error_detail ? ` (${err.error_detail})` : ''}`);
+    tokenRequests.push(
+      `${ctx.oidc?.client?.clientId ?? '?'} ${err.message}${err.error_detail ? ` (${err.error_detail})` : ''}`,
+    );
   });
   provider.on('server_error', () => {});
   const server: Server = await new Promise((res) => {

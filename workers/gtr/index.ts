@@ -1,11 +1,11 @@
 import { z } from 'zod';
 import { ConfigError, errorMessage, PermanentDeliveryError } from '../../src/errors.js';
 import { subjectFormatSchema, userSubject } from '../../src/ssf/caep.js';
+import { setSigningKey } from '../../src/ssf/set.js';
 import type { TargetAdapter } from '../../src/targets/adapter.js';
 import { excerpt, fetchTarget, httpStatusError, isRedirect, redirectRefusal } from '../../src/targets/http.js';
 import { redactSecrets } from '../../src/util/redact.js';
 import { isLoopback } from '../oidc/revocation.js';
-import { setSigningKey } from '../ssf/index.js';
 import { AccessTokens } from './token.js';
 
 const httpUrl = (what: string) =>

@@ -101,8 +101,7 @@ export class AccessTokens {
         return res.access_token;
       } catch (err) {
         // A refusal (wrong secret, unknown client, bad assertion) stays one until the config changes.
-        const refused =
-          err instanceof client.ResponseBodyError || err instanceof client.WWWAuthenticateChallengeError;
+        const refused = err instanceof client.ResponseBodyError || err instanceof client.WWWAuthenticateChallengeError;
         if (refused && err.status < 500 && err.status !== 429 && err.status !== 408) {
           const what =
             err instanceof client.ResponseBodyError

@@ -1,46 +1,58 @@
 import { z } from 'zod';
+import { duration } from '../../src/config/schema-context.js';
 import { ConfigError, errorMessage } from '../../src/errors.js';
 import { planSessions } from '../../src/sessions/plan.js';
-import type { SigningKey } from '../../src/signing/keys.js';
 import { changeSets, subjectFormatSchema, userSubject } from '../../src/ssf/caep.js';
 import { pushSet } from '../../src/ssf/push.js';
-import { signSet } from '../../src/ssf/set.js';
-import type { EngineServices, TargetAdapter } from '../../src/targets/adapter.js';
+import { setSigningKey, signSet } from '../../src/ssf/set.js';
+import type { TargetAdapter } from '../../src/targets/adapter.js';
 import { fetchTarget } from '../../src/targets/http.js';
 import { redactSecrets } from '../../src/util/redact.js';
 import { isLoopback } from '../oidc/revocation.js';
+import { streamsTarget } from './streams.js';
 
-const settings = z.strictObject({
-  /** The receiver's RFC 8935 push endpoint. */
-  endpoint: z
-    .url({ protocol: /^https?$/, error: 'endpoint must be an http(s) URL' })
-    .refine((u) => u.startsWith('https:') || isLoopback(u), 'endpoint must use https (http only on loopback)'),
-  /** The `Authorization` header value the receiver expects (e.g. `Bearer ${APP_SSF_TOKEN}`). */
-  authorization: z.string().min(1).optional(),
-  /** The `aud` of every SET: how the receiver names itself. */
-  audience: z.string().min(1),
-  /** How the receiver knows the user. */
-  subject: subjectFormatSchema.default({ format: 'email' }),
-  /** RS256 (every receiver takes it) or ES256 where the receiver allows it; a `signing` key of that alg signs. */
-  algorithm: z.enum(['RS256', 'ES256']).default('RS256'),
-});
-type SsfSettings = z.output<typeof settings>;
-
-/** The first configured signing key with `alg` (the active one when it fits), for an app or a stream. */
-export function setSigningKey(
-  services: Pick<EngineServices, 'signing'>,
-  alg: 'RS256' | 'ES256',
-  refuse: (reason: string) => Error,
-): SigningKey {
-  const keys = services.signing?.keys ?? [];
-  if (keys.length === 0) throw refuse('needs `signing` keys in ripple.yaml (SETs are signed)');
-  const key = keys.find((k) => k.alg === alg);
-  if (!key)
-    throw refuse(
-      `no signing key with alg ${alg} in ripple.yaml (keys: ${keys.map((k) => `${k.kid} ${k.alg}`).join(', ')})`,
-    );
-  return key;
-}
+const settings = z
+  .strictObject({
+    /** The receiver's RFC 8935 push endpoint. */
+    endpoint: z
+      .url({ protocol: /^https?$/, error: 'endpoint must be an http(s) URL' })
+      .refine((u) => u.startsWith('https:') || isLoopback(u), 'endpoint must use https (http only on loopback)')
+      .optional(),
+    /** The `Authorization` header value the receiver expects (e.g. `Bearer ${APP_SSF_TOKEN}`). */
+    authorization: z.string().min(1).optional(),
+    /** The `aud` of every SET: how the receiver names itself. */
+    audience: z.string().min(1).optional(),
+    /** How the receiver knows the user. */
+    subject: subjectFormatSchema.default({ format: 'email' }),
+    /** RS256 (every receiver takes it) or ES256 where the receiver allows it; a `signing` key of that alg signs. */
+    algorithm: z.enum(['RS256', 'ES256']).default('RS256'),
+    /**
+     * Instead of one receiver: Ripple as an SSF transmitter. This app then stands for every stream
+     * receivers create at run time; each gets the SETs of the users it covers after its receiver's delay.
+     */
+    streams: z
+      .strictObject({
+        /** Which users a new stream covers before any add-subject: `ALL` or `NONE`. */
+        defaultSubjects: z.enum(['ALL', 'NONE']).default('NONE'),
+        /** The least time between two verification requests of one stream. */
+        minVerificationInterval: duration().default(30_000),
+      })
+      .optional(),
+  })
+  .superRefine((s, ctx) => {
+    if (s.streams) {
+      for (const key of ['endpoint', 'audience', 'authorization'] as const) {
+        if (s[key] !== undefined) {
+          ctx.addIssue({ code: 'custom', path: [key], message: 'not with streams (each stream names its own)' });
+        }
+      }
+      return;
+    }
+    for (const key of ['endpoint', 'audience'] as const) {
+      if (s[key] === undefined) ctx.addIssue({ code: 'custom', path: [key], message: 'is required (or give streams)' });
+    }
+  });
+export type SsfSettings = z.output<typeof settings>;
 
 /** `kind: ssf` — CAEP credential-change and session-revoked SETs pushed to a Shared Signals receiver (RFC 8935). */
 export const ssfAdapter: TargetAdapter<'ssf', SsfSettings> = {
@@ -57,7 +69,11 @@ export const ssfAdapter: TargetAdapter<'ssf', SsfSettings> = {
     const issuer = services.config.issuer;
     if (!issuer) throw new ConfigError(app.file, 'kind', 'kind ssf needs `issuer` in ripple.yaml (the iss of SETs)');
     const key = setSigningKey(services, s.algorithm, (reason) => new ConfigError(app.file, 'ssf.algorithm', reason));
-    const where = redactSecrets(s.endpoint);
+    // The key is checked here for streams too: the stream worker signs with the same choice.
+    if (s.streams) return streamsTarget(app, services, issuer);
+    const endpoint = s.endpoint as string;
+    const audience = s.audience as string;
+    const where = redactSecrets(endpoint);
 
     return {
       async deliver(ctx) {
@@ -81,7 +97,7 @@ export const ssfAdapter: TargetAdapter<'ssf', SsfSettings> = {
           const token = await signSet({
             key,
             issuer,
-            audience: s.audience,
+            audience,
             subject: set.subject,
             type: set.type,
             payload: set.payload,
@@ -89,7 +105,7 @@ export const ssfAdapter: TargetAdapter<'ssf', SsfSettings> = {
             txn: event.id,
           });
           await pushSet({
-            endpoint: s.endpoint,
+            endpoint,
             authorization: s.authorization,
             token,
             signal: ctx.signal,
@@ -111,7 +127,7 @@ export const ssfAdapter: TargetAdapter<'ssf', SsfSettings> = {
         // An empty push: a live RFC 8935 receiver answers 400 (not a SET) and acts on nothing.
         try {
           const res = await fetchTarget(
-            s.endpoint,
+            endpoint,
             {
               method: 'POST',
               body: '',
