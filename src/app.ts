@@ -23,12 +23,16 @@ import { passwordRoutes } from './selfservice/routes.js';
 import { createSelfService } from './selfservice/selfservice.js';
 import { sessionRoutes } from './sessions/routes.js';
 import { signingRoutes } from './signing/routes.js';
+import { type RunningSource, sourceRoutes } from './sources/runtime.js';
+import { ssfTransmitterRoutes } from './ssf/routes.js';
 
 export interface AppOptions {
   /** Ingest, status API and dashboard; off for a worker process that only reports health and metrics. */
   api: boolean;
   /** Where Redis reachability is reported (once per outage, not once per refused request). */
   health?: RedisHealth | undefined;
+  /** Enabled sources (`config/sources/`): push ones answer `POST /v1/sources/:id`. */
+  sources?: Map<string, RunningSource> | undefined;
 }
 
 /** The refusal codes of fastify's own 4xx errors, in Ripple's words. */
@@ -130,6 +134,7 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
   const { issuer, admin } = engine.config.service;
   if (opts.api) {
     await app.register(ingestRoutes, { engine });
+    if (opts.sources?.size) await app.register(sourceRoutes, { engine, sources: opts.sources });
     await app.register(statusRoutes, { engine });
     await app.register(dashboardRoutes, { engine });
     if (signing && issuer) await app.register(signingRoutes, { keys: signing, issuer });
@@ -141,6 +146,7 @@ export async function buildApp(engine: Engine, opts: AppOptions = { api: true })
       await app.register(deviceRoutes, { engine, devices, apps: deviceApps as AppConfig<DeviceSettings>[] });
     }
     if (selfService) await app.register(portalRoutes, portalOptions(engine, selfService));
+    if (signing && issuer) await app.register(ssfTransmitterRoutes, { engine, issuer });
     if (sessions) {
       const sessionApps = [...engine.apps.values()].filter((a) => a.category === 'session');
       await app.register(sessionRoutes, {

@@ -19,6 +19,8 @@ import { type DeliveryRuntime, startDeliveryWorkers } from './runtime/delivery.j
 import { createTargets, dependentsOf, type Engine } from './runtime/engine.js';
 import { createQueues, deliveryQueueName } from './runtime/queues.js';
 import { SessionStore } from './sessions/store.js';
+import { createSources, type RunningSource, startPollers } from './sources/runtime.js';
+import { type StreamDelivery, startStreams } from './ssf/delivery.js';
 import { StatusStore } from './status/store.js';
 import type { EngineServices, Target } from './targets/adapter.js';
 import { Vault } from './vault/vault.js';
@@ -78,6 +80,8 @@ export class Ripple {
   private planner?: Worker;
   private delivery?: DeliveryRuntime;
   private workerKinds: string[] = [];
+  private stopPollers?: () => Promise<void>;
+  private streams?: StreamDelivery | undefined;
   private closing?: Promise<ShutdownReport>;
 
   private constructor(
@@ -86,6 +90,7 @@ export class Ripple {
     private readonly targets: Map<string, Target>,
     private readonly health: RedisHealth,
     private readonly embedded: DataDirRedis | undefined,
+    private readonly sources: Map<string, RunningSource> = new Map(),
   ) {}
 
   static async open(opts: RippleOptions): Promise<Ripple> {
@@ -164,8 +169,10 @@ export class Ripple {
       run: () => httpEngine.store.syncClock(),
     });
     let targets: Map<string, Target>;
+    let sources: Map<string, RunningSource>;
     try {
       targets = createTargets(apps, engine.services);
+      sources = createSources(config.sources, { log, apps: config.apps });
     } catch (err) {
       health.close();
       await Promise.all([engine.queues.close(), httpEngine.queues.close()]);
@@ -174,7 +181,7 @@ export class Ripple {
       await embedded?.release();
       throw err;
     }
-    return new Ripple(engine, httpEngine, targets, health, embedded);
+    return new Ripple(engine, httpEngine, targets, health, embedded, sources);
   }
 
   /**
@@ -196,7 +203,7 @@ export class Ripple {
   }
 
   async buildHttp(api = true): Promise<FastifyInstance> {
-    this.http ??= await buildApp(this.httpEngine, { api, health: this.health });
+    this.http ??= await buildApp(this.httpEngine, { api, health: this.health, sources: this.sources });
     return this.http;
   }
 
@@ -211,6 +218,8 @@ export class Ripple {
     // Reachability is reported once per outage (RedisHealth), not once per reconnect attempt.
     this.planner.removeAllListeners('error');
     this.health.watch(this.planner, 'planner');
+    // Poll sources feed the planner; they run where it runs (one of them polls at a time: a Redis lock).
+    this.stopPollers = startPollers(this.engine, this.sources);
   }
 
   startWorkers(kinds: string[] = this.kinds): void {
@@ -221,6 +230,7 @@ export class Ripple {
     if (this.delivery) return;
     this.delivery = startDeliveryWorkers(this.engine, this.targets, kinds);
     this.workerKinds = [...kinds].sort();
+    this.streams = startStreams(this.engine, kinds);
     this.delivery.workers.forEach((worker, i) => {
       worker.removeAllListeners('error');
       this.health.watch(worker, 'delivery worker', { kind: kinds[i] });
@@ -307,7 +317,7 @@ export class Ripple {
       await work();
       unfinished.delete(what);
     };
-    const { http, delivery, planner } = this;
+    const { http, delivery, planner, stopPollers, streams } = this;
     const orderly = (async () => {
       // Nothing new is taken on from here: no request, no delivery job, no plan.
       await Promise.all([
@@ -315,6 +325,8 @@ export class Ripple {
           step('stop the HTTP server', () => closeHttp(http, Math.min(HTTP_CLOSE_MS, drainMs + CLOSE_GRACE_MS / 2))),
         delivery && step('let active deliveries finish', () => delivery.close(drainMs)),
         planner && step('stop the planner', () => planner.close()),
+        stopPollers && step('stop the poll sources', stopPollers),
+        streams && step('stop the SSF stream deliveries', () => streams.close()),
       ]);
       await step('close the queues', () => Promise.all([engine.queues.close(), httpEngine.queues.close()]));
       await step('close the targets', () =>

@@ -11,6 +11,7 @@ import { ConfigErrors, errorMessage, RippleError, StartupError } from '../errors
 import { createLogger } from '../log.js';
 import { planPropagation } from '../planner/plan.js';
 import { Ripple } from '../ripple.js';
+import { ssfCommand } from '../ssf/cli.js';
 
 const USAGE = `ripple — propagates a password change to every system that still trusts the old one
 
@@ -35,6 +36,9 @@ usage:
     --url URL                          Ripple's base URL (default: http://$HOST:$PORT, i.e. http://127.0.0.1:8080)
                                        The webhook-id is a new evt_… each time; occurredAt is now.
 ${AGENT_USAGE}
+  ripple ssf token --receiver NAME [--delay D] [--data-dir DIR]
+                                       issue the bearer token a Shared Signals receiver manages its streams
+                                       with (replaces its previous one); its streams get SETs D after a change
 
 environment: RIPPLE_CONFIG (./config), REDIS_URL (unset: the embedded redis-server, start and probe only),
              RIPPLE_DATA_DIR (the embedded Redis's data; default: var/<config dir name>/redis beside the
@@ -79,6 +83,12 @@ async function main(argv: string[]): Promise<number> {
       return emit(rest);
     case 'agent':
       return agent(rest, usage);
+    case 'ssf':
+      return ssfCommand(rest, {
+        configDir: configDir(),
+        redisUrl: env.REDIS_URL || undefined,
+        dataDir: dataDirOption(undefined),
+      });
     case undefined:
     case 'help':
     case '--help':

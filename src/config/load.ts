@@ -5,6 +5,9 @@ import { z } from 'zod';
 import { targetKinds } from '../../workers/index.js';
 import { ConfigError, ConfigErrors } from '../errors.js';
 import { loadSigningKeys, type SigningKeys } from '../signing/keys.js';
+import { sourceKindOf, sourceKinds } from '../sources/index.js';
+import { sourceSchemaFor } from '../sources/schema.js';
+import type { SourceConfig } from '../sources/types.js';
 import type { TargetAdapter } from '../targets/adapter.js';
 import { checkReach, type KindTraits, rateLimitWarnings } from './credential-lifetime.js';
 import { formatPath, resolveEnv } from './env.js';
@@ -20,6 +23,8 @@ export interface LoadedConfig {
   signing?: SigningKeys | undefined;
   /** Every app file, enabled or not, in id order. */
   apps: AppConfig[];
+  /** Every source file (`sources/*.yaml`), enabled or not, in id order. */
+  sources: SourceConfig[];
   /** What is allowed but worth an operator's attention (`config check` and start-up show them). */
   warnings: ConfigError[];
 }
@@ -86,6 +91,7 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
     const ofKind = apps.filter((a) => a.enabled && a.kind === adapter.kind);
     for (const p of adapter.checkApps?.(ofKind) ?? []) errors.push(new ConfigError(p.file, p.key, p.reason));
   }
+  const sources = loadSources(root, env, ctx, apps, errors);
   const warnings: ConfigError[] = [];
   if (service) {
     checkReach(apps, traitsOf, { key: 'vault.ttl', ms: service.vault.ttl }, errors);
@@ -123,7 +129,82 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
   }
   if (errors.length > 0 || !service) throw new ConfigErrors(errors);
   apps.sort((a, b) => a.id.localeCompare(b.id));
-  return { dir: root, service, signing, apps, warnings };
+  return { dir: root, service, signing, apps, sources, warnings };
+}
+
+/**
+ * `sources/*.yaml`: one file per input (as `apps/` are outputs), through the same reading and
+ * validation as apps: errors name file, key and reason, an unknown kind gets its closest name,
+ * an id used twice is refused, and an app a source names must be an ldap app.
+ */
+function loadSources(
+  root: string,
+  env: NodeJS.ProcessEnv,
+  ctx: SchemaContext,
+  apps: readonly AppConfig[],
+  errors: ConfigError[],
+): SourceConfig[] {
+  const dir = join(root, 'sources');
+  const files = existsSync(dir)
+    ? readdirSync(dir)
+        .filter((f) => /\.ya?ml$/i.test(f))
+        .sort()
+    : [];
+  const sources: SourceConfig[] = [];
+  const seen = new Map<string, string>();
+  const known = () => Object.keys(sourceKinds).join(', ');
+  for (const name of files) {
+    const file = join(dir, name);
+    const yaml = readYaml(file, env, errors);
+    if (!yaml) continue;
+    const { tree, unresolved } = yaml;
+    if (!isMapping(tree)) {
+      errors.push(new ConfigError(file, '', 'expected a mapping of keys (id, kind, ...)'));
+      continue;
+    }
+    const enabled = tree.enabled !== false;
+    if (enabled) errors.push(...yaml.envErrors);
+    const kindName = tree.kind;
+    const kind = typeof kindName === 'string' ? sourceKindOf(kindName) : undefined;
+    if (!kind) {
+      errors.push(
+        new ConfigError(
+          file,
+          'kind',
+          kindName === undefined
+            ? `required (one of: ${known()})`
+            : `unknown source kind "${String(kindName)}"${didYouMean(kindName, Object.keys(sourceKinds))} (known: ${known()})`,
+        ),
+      );
+      continue;
+    }
+    if (!(kind.kind in tree)) {
+      errors.push(new ConfigError(file, kind.kind, `a ${kind.kind} source needs its "${kind.kind}:" block`));
+      continue;
+    }
+    const parsed = validate(sourceSchemaFor(kind, ctx), tree, file, errors, unresolved);
+    if (!parsed || (enabled && unresolved.length > 0)) continue;
+    const { id, enabled: on, enrich } = parsed as Pick<SourceConfig, 'id' | 'enabled' | 'enrich'>;
+    const settings = (parsed as Record<string, unknown>)[kind.kind];
+    const source: SourceConfig = { id, kind: kind.kind, enabled: on, ...(enrich ? { enrich } : {}), settings, file };
+    const first = seen.get(source.id);
+    if (first) {
+      errors.push(new ConfigError(file, 'id', `"${source.id}" is already used by ${first}`));
+      continue;
+    }
+    seen.set(source.id, file);
+    const ldapApp = (key: string, id: string) => {
+      const app = apps.find((a) => a.id === id);
+      if (!app) errors.push(new ConfigError(file, key, `no app has id "${id}" (an ldap app is needed here)`));
+      else if (app.kind !== 'ldap') errors.push(new ConfigError(file, key, `"${id}" is a ${app.kind} app, not ldap`));
+    };
+    if (source.enrich) ldapApp('enrich.directory', source.enrich.directory);
+    for (const [key, reason] of kind.check?.(settings, apps) ?? []) {
+      errors.push(new ConfigError(file, `${kind.kind}.${key}`, reason));
+    }
+    sources.push(source);
+  }
+  return sources.sort((a, b) => a.id.localeCompare(b.id));
 }
 
 /** Why `selfService.directory` cannot serve as the directory users sign in against, if it cannot. */

@@ -47,6 +47,10 @@ export interface EventMeta extends PasswordChange {
   /** sha256 of the raw body, to tell a retry (same body) from a conflicting reuse of the id. */
   bodyHash: string;
   hasCredential: boolean;
+  /** The kind of the configured source that recorded it (`okta`, `ldap-watch`, …); unset for other inputs. */
+  sourceKind?: string;
+  /** A session revocation a source reported (SSF session-revoked): only session apps act on it. */
+  sessionsOnly?: boolean;
   /** Arrival order at ingest (Redis counter): breaks ties between changes with the same occurredAt. */
   seq?: number;
   /** Set once every app has been planned. */

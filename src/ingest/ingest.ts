@@ -25,8 +25,10 @@ const UNKNOWN: IngestAnswer = {
 };
 
 export interface IngestAnswer {
-  status: 202 | 400 | 401 | 409 | 503;
+  status: 200 | 202 | 400 | 401 | 409 | 503;
   body: Record<string, unknown>;
+  /** A 202 for an event already received (same id and body): not sent, for the caller's counts. */
+  duplicate?: boolean;
 }
 
 const refuse = (status: 400 | 401 | 409, error: string, message: string, extra?: object): IngestAnswer => ({
@@ -132,6 +134,10 @@ export interface NewEvent {
   /** ISO 8601, as the input stated it. */
   occurredAt: string;
   source: string;
+  /** Set by configured sources (`config/sources/`): their kind. Such events carry no password. */
+  sourceKind?: string;
+  /** A session revocation reported by a source: only session apps act on it. */
+  sessionsOnly?: boolean;
   initiator?: PasswordChange['initiator'];
   originDevice?: PasswordChange['originDevice'];
   user: PasswordChange['user'];
@@ -187,6 +193,8 @@ export async function submitEvent(
     occurredAt: new Date(Math.min(occurredAt, now.getTime())).toISOString(),
     receivedAt: now.toISOString(),
     source: event.source,
+    ...(event.sourceKind ? { sourceKind: event.sourceKind } : {}),
+    ...(event.sessionsOnly ? { sessionsOnly: true } : {}),
     ...(event.initiator ? { initiator: event.initiator } : {}),
     ...(event.originDevice ? { originDevice: event.originDevice } : {}),
     ...(event.alreadyDone?.length ? { alreadyDone: event.alreadyDone } : {}),
@@ -231,7 +239,11 @@ export async function submitEvent(
       'event received',
     );
   }
-  return { status: 202, body: { eventId, statusUrl: statusUrl(engine, eventId) } };
+  return {
+    status: 202,
+    body: { eventId, statusUrl: statusUrl(engine, eventId) },
+    ...(created === 'same' ? { duplicate: true } : {}),
+  };
 }
 
 /** How long before we stop waiting Redis must have run the accept step: its answer's time to reach us. */

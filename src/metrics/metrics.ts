@@ -29,6 +29,18 @@ export class Metrics {
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [this.registry],
   });
+  readonly sourceRequests = new Counter({
+    name: 'ripple_source_requests_total',
+    help: 'Requests to a push source and polls of a poll source, by source, kind and outcome (received, verified, ignored, refused, unavailable; ok, failed, locked).',
+    labelNames: ['source', 'kind', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly sourceEvents = new Counter({
+    name: 'ripple_source_events_total',
+    help: "Password changes a source reported, by source, kind and outcome (accepted, duplicate, refused, unavailable, ignored, loop: Ripple's own write).",
+    labelNames: ['source', 'kind', 'outcome'] as const,
+    registers: [this.registry],
+  });
   readonly queueJobs = new Gauge({
     name: 'ripple_queue_jobs',
     help: 'Jobs per queue and BullMQ state (sampled at scrape time).',

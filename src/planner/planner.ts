@@ -1,4 +1,7 @@
 import { Worker } from 'bullmq';
+import type { AppConfig } from '../config/types.js';
+import { errorMessage } from '../errors.js';
+import type { EventMeta } from '../events/event.js';
 import {
   adapterFor,
   type Engine,
@@ -8,6 +11,7 @@ import {
   settleCredential,
 } from '../runtime/engine.js';
 import { deliveryJobId, EVENTS_QUEUE, type PlanJob, planJobId } from '../runtime/queues.js';
+import { ENRICH_GIVE_UP_MS, enrichmentFor, enrichUser } from '../sources/enrich.js';
 import type { AppRow } from '../status/model.js';
 import { planPropagation } from './plan.js';
 
@@ -30,30 +34,21 @@ export async function planEvent(engine: Engine, eventId: string, now = Date.now(
   let rows = ev.rows;
   let supersedes = Object.entries(meta.supersedes ?? {});
   if (!meta.planned) {
+    await enrich(engine, eventId, meta, now);
     const plan = planPropagation([...engine.apps.values()], meta.user, Date.parse(meta.receivedAt));
     const planned: Record<string, AppRow> = {};
     const done = new Map((meta.alreadyDone ?? []).map((d) => [d.app, d.detail]));
     for (const item of plan.apps) {
       const detail = done.get(item.app.id);
+      const noPassword = detail === undefined ? passwordlessSkip(meta, item.app) : undefined;
+      const base = { kind: item.app.kind, action: item.app.action, attempts: 0 };
       planned[item.app.id] =
         detail !== undefined
           ? // Changed by the input itself: final now, and its dependents may go.
-            {
-              kind: item.app.kind,
-              action: item.app.action,
-              dueAt: now,
-              attempts: 0,
-              state: 'done',
-              detail,
-              finishedAt: now,
-            }
-          : {
-              kind: item.app.kind,
-              action: item.app.action,
-              dueAt: item.dueAt,
-              attempts: 0,
-              state: item.after.length > 0 ? 'waiting' : 'scheduled',
-            };
+            { ...base, dueAt: now, state: 'done', detail, finishedAt: now }
+          : noPassword
+            ? { ...base, dueAt: item.dueAt, state: 'skipped', detail: noPassword, finishedAt: now }
+            : { ...base, dueAt: item.dueAt, state: item.after.length > 0 ? 'waiting' : 'scheduled' };
     }
     const claims = await engine.store.plan(
       { id: eventId, username, occurredAtMs: Date.parse(meta.occurredAt) },
@@ -73,10 +68,53 @@ export async function planEvent(engine: Engine, eventId: string, now = Date.now(
   // A row written superseded on arrival ends its dependents here (they may be skipped); so does
   // one the input already did (done at planning: they may go).
   for (const [app, row] of Object.entries(rows)) {
-    if (row.state === 'superseded' || row.state === 'done') await resolveDependents(engine, eventId, app, username);
+    if (row.state === 'superseded' || row.state === 'done' || row.state === 'skipped') {
+      await resolveDependents(engine, eventId, app, username);
+    }
   }
   await enqueueScheduled(engine, eventId, username, rows, now);
   await settleCredential(engine, eventId, { meta, rows });
+}
+
+/**
+ * Why a credential app (one that sets or checks the password: category `credential`) is skipped
+ * for this change, or undefined: a change reported by a source carries no password, so such an
+ * app has nothing to act with. Decided here, once, for every kind.
+ */
+function passwordlessSkip(meta: EventMeta, app: AppConfig): string | undefined {
+  if (meta.sourceKind && meta.sessionsOnly && app.category !== 'session') {
+    return `not run: ${meta.source} (${meta.sourceKind}) reported a session revocation, which only session apps act on`;
+  }
+  if (!meta.sourceKind || meta.hasCredential) return undefined;
+  if (app.category !== 'credential' && !adapterFor(app.kind).needsCredential) return undefined;
+  return `not run: the change came from ${meta.source} (${meta.sourceKind}), which carries no password, and ${app.kind} app "${app.id}" needs one to act`;
+}
+
+/**
+ * Fills the event's email and groups from the directory its source names (`enrich`), before the
+ * apps are chosen. A directory that cannot be asked delays the plan (the plan job is retried with
+ * backoff) for up to ENRICH_GIVE_UP_MS; then the change is planned with what the source gave.
+ */
+async function enrich(engine: Engine, eventId: string, meta: EventMeta, now: number): Promise<void> {
+  const wanted = enrichmentFor(meta, engine.config);
+  if (!wanted) return;
+  try {
+    const user = await enrichUser(wanted.app, wanted.enrich, meta.user);
+    if (!user) return;
+    meta.user = user;
+    await engine.store.replaceUser(eventId, user);
+  } catch (err) {
+    const waited = now - Date.parse(meta.receivedAt);
+    if (waited < ENRICH_GIVE_UP_MS) {
+      throw new Error(`cannot fill the user's email and groups from ${wanted.app.id}: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+    engine.log.warn(
+      { eventId, app: wanted.app.id, err },
+      `planned without the directory's email and groups: ${wanted.app.id} could not be asked for ${Math.round(waited / 60_000)} minutes`,
+    );
+  }
 }
 
 /**

@@ -184,6 +184,14 @@ export class StatusStore {
     return { meta, rows };
   }
 
+  /** Replaces the event's user (filled from a directory before planning); nothing if the event is gone. */
+  async replaceUser(eventId: string, user: EventMeta['user']): Promise<void> {
+    const key = this.eventKey(eventId);
+    const raw = await this.redis.hget(key, '_meta');
+    if (!raw) return;
+    await this.redis.hset(key, '_meta', JSON.stringify({ ...(JSON.parse(raw) as EventMeta), user }));
+  }
+
   async getRow(eventId: string, app: string): Promise<AppRow | undefined> {
     const raw = await this.redis.hget(this.eventKey(eventId), app);
     return raw ? (JSON.parse(raw) as AppRow) : undefined;

@@ -277,3 +277,89 @@ export async function startTestRp(opts: { jwksUrl: string; issuer: string; audie
     });
   return rp;
 }
+
+/**
+ * A real OAuth authorization server (oidc-provider 9) for the client credentials grant, with one
+ * client per authentication method Ripple uses: `basic` (client_secret_basic), `post`
+ * (client_secret_post) and `pkjwt` (private_key_jwt, verified against `jwks`, Ripple's
+ * published JWKS). `introspect(token)` is what a resource server asks (as client `rs`).
+ */
+export interface TestAs {
+  issuer: string;
+  clients: { basic: string; post: string; pkjwt: string; secret: string };
+  scope: string;
+  /** Introspection as the resource server: the token's client_id when active. */
+  introspect(token: string): Promise<{ active: boolean; client_id?: string; scope?: string }>;
+  /** Token requests it answered, by client id and outcome (issued or the error). */
+  tokenRequests: string[];
+  stop(): Promise<void>;
+}
+
+export async function startTestAs(opts: { jwks: { keys: jose.JWK[] } }): Promise<TestAs> {
+  const port = await freePort();
+  const issuer = `http://127.0.0.1:${port}`;
+  const secret = 'as-client-secret-0123456789abcdef';
+  const scope = 'global_token_revocation';
+  const machine = { grant_types: ['client_credentials'], response_types: [], redirect_uris: [], scope };
+  const provider = new Provider(issuer, {
+    clients: [
+      { ...machine, client_id: 'gtr-basic', client_secret: secret, token_endpoint_auth_method: 'client_secret_basic' },
+      { ...machine, client_id: 'gtr-post', client_secret: secret, token_endpoint_auth_method: 'client_secret_post' },
+      {
+        ...machine,
+        client_id: 'gtr-pkjwt',
+        token_endpoint_auth_method: 'private_key_jwt',
+        token_endpoint_auth_signing_alg: 'RS256',
+        // Ripple's published public keys, registered with the client (oidc-provider takes jwks_uri over https only).
+        jwks: opts.jwks as never,
+      },
+      { client_id: 'rs', client_secret: secret, grant_types: [], response_types: [], redirect_uris: [] },
+    ],
+    scopes: ['openid', scope],
+    features: {
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true, allowedPolicy: async () => true },
+      devInteractions: { enabled: false },
+    },
+    ttl: { ClientCredentials: 600 },
+    findAccount: async (_ctx: unknown, id: string) => ({ accountId: id, claims: async () => ({ sub: id }) }),
+  });
+  const tokenRequests: string[] = [];
+  provider.on('grant.success', (...args: unknown[]) => {
+    const ctx = args[0] as { oidc?: { client?: { clientId: string } } };
+    tokenRequests.push(`${ctx.oidc?.client?.clientId ?? '?'} issued`);
+  });
+  provider.on('grant.error', (...args: unknown[]) => {
+    const ctx = args[0] as { oidc?: { client?: { clientId: string } } };
+    const err = args[1] as Error & { error_detail?: string };
+    tokenRequests.push(
+      `${ctx.oidc?.client?.clientId ?? '?'} ${err.message}${err.error_detail ? ` (${err.error_detail})` : ''}`,
+    );
+  });
+  provider.on('server_error', () => {});
+  const server: Server = await new Promise((res) => {
+    const s = provider.listen(port, '127.0.0.1', () => res(s));
+  });
+  return {
+    issuer,
+    clients: { basic: 'gtr-basic', post: 'gtr-post', pkjwt: 'gtr-pkjwt', secret },
+    scope,
+    tokenRequests,
+    async introspect(token) {
+      const res = await fetch(`${issuer}/token/introspection`, {
+        method: 'POST',
+        headers: {
+          authorization: `Basic ${Buffer.from(`rs:${secret}`).toString('base64')}`,
+          'content-type': 'application/x-www-form-urlencoded',
+        },
+        body: new URLSearchParams({ token }),
+      });
+      return (await res.json()) as { active: boolean; client_id?: string; scope?: string };
+    },
+    stop: () =>
+      new Promise<void>((res) => {
+        server.closeAllConnections();
+        server.close(() => res());
+      }),
+  };
+}

@@ -4,8 +4,15 @@ import { Attribute, Change, Client, type Entry, ResultCodeError } from 'ldapts';
 import { z } from 'zod';
 import { pem, type SchemaContext } from '../../src/config/schema-context.js';
 import { DeliveryError, errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
-import type { DeliveryContext, DeliveryResult, ProbeResult, TargetAdapter } from '../../src/targets/adapter.js';
+import type {
+  DeliveryContext,
+  DeliveryResult,
+  PasswordChange,
+  ProbeResult,
+  TargetAdapter,
+} from '../../src/targets/adapter.js';
 import { escapeDnValue, escapeFilterValue, renderTemplate, unknownPlaceholders } from './escape.js';
+import { abandonOwnWrite, beginOwnWrite, type OwnWrites, recordOwnWrite } from './own-writes.js';
 import { type HashScheme, hashPassword, PASSWORD_MODIFY_OID, passwordModifyRequest } from './password.js';
 
 export { escapeDnValue, escapeFilterValue, renderTemplate } from './escape.js';
@@ -121,6 +128,22 @@ const settingsSchema = (ctx: SchemaContext) =>
 
 export type LdapSettings = z.output<ReturnType<typeof settingsSchema>>;
 
+/**
+ * Records a write of Ripple's for `ldap-watch` (see own-writes.ts). Best effort: if it cannot be
+ * recorded, a watcher takes the write for one more change, which carries no password and so
+ * writes nothing again: no loop, one extra session logout at most.
+ */
+async function recordWritten(own: OwnWrites, client: Client, dn: string, ctx: DeliveryContext): Promise<void> {
+  try {
+    await recordOwnWrite(own, client, dn);
+  } catch (err) {
+    ctx.log.warn(
+      { err, dn },
+      "could not record this password write as Ripple's own (an ldap-watch source may report it)",
+    );
+  }
+}
+
 function resultName(code: number): string {
   return RESULT_CODE_NAMES[code] ?? `resultCode${code}`;
 }
@@ -208,7 +231,7 @@ export async function withClient<T>(
   }
 }
 
-async function step<T>(name: string, op: () => Promise<T>): Promise<T> {
+export async function step<T>(name: string, op: () => Promise<T>): Promise<T> {
   try {
     return await op();
   } catch (err) {
@@ -306,7 +329,7 @@ export interface Timeouts {
   operation: number;
 }
 
-function createTarget(s: LdapSettings, timeouts: Timeouts) {
+function createTarget(s: LdapSettings, timeouts: Timeouts, own?: OwnWrites) {
   const how = s.passwordWrite === 'passwordModify' ? 'password modify' : `${s.passwordWrite} replace`;
 
   /**
@@ -333,9 +356,13 @@ function createTarget(s: LdapSettings, timeouts: Timeouts) {
       }
       await serviceBind();
     }
+    // Marked before writing, so a watcher of this directory that sees the change first waits for the record.
+    if (own) await beginOwnWrite(own, user.dn, timeouts.operation + 5_000);
     try {
       await writePassword(client, s, user.dn, password);
+      if (own) await recordWritten(own, client, user.dn, ctx);
     } catch (err) {
+      if (own) await abandonOwnWrite(own, user.dn).catch(() => {});
       const refused = err instanceof DeliveryError && err.code === 'LDAP_CONSTRAINT_VIOLATION';
       if (refused && s.verify && !checkFirst && (await bindsAs(client, user.dn, password).catch(() => false))) {
         const why = err.cause instanceof ResultCodeError ? err.cause.message : err.message;
@@ -435,7 +462,12 @@ export const ldapAdapter: TargetAdapter<'ldap', LdapSettings> = {
   honoursRetryAfter: false,
   concurrency: 10,
   settings: (ctx) => settingsSchema(ctx),
-  create(app) {
-    return createTarget(app.settings, { connect: app.timeout, operation: app.timeout + app.settle });
+  create(app, services) {
+    return createTarget(
+      app.settings,
+      { connect: app.timeout, operation: app.timeout + app.settle },
+      // Adapter-level tests build services without Redis: they have no watcher to tell.
+      services.redis ? { redis: services.redis, prefix: services.prefix } : undefined,
+    );
   },
 };

@@ -12,9 +12,9 @@
   ARGV[2] occurredAt, epoch ms
   ARGV[3] status retention, ms
   ARGV[4] now, epoch ms
-  ARGV[5..] pairs: app id, row JSON (state scheduled or waiting)
+  ARGV[5..] pairs: app id, row JSON (state scheduled or waiting; or skipped, which claims nothing)
 
-  Returns a flat list: app, 'new' | 'old', the other event id ('' when none).
+  Returns a flat list: app, 'new' | 'old' | 'skip', the other event id ('' when none).
   - new: this event is now the newest for the app; the other (older) event's row is to be superseded.
   - old: a newer event exists for the app; this event's row is written `superseded` by it.
   A second run (the event is already planned) changes nothing and returns the recorded claims.
@@ -40,6 +40,12 @@ local supersedes = {}
 local superseded_by = nil
 for i = 5, #ARGV, 2 do
   local app, row = ARGV[i], cjson.decode(ARGV[i + 1])
+  if row.state == 'skipped' then
+    -- Nothing for this change to do at the app (a credential app, and a change that carries no
+    -- password): it claims nothing, so an older change's pending work there still goes ahead.
+    redis.call('HSETNX', ev, app, ARGV[i + 1])
+    table.insert(out, app); table.insert(out, 'skip'); table.insert(out, '')
+  else
   local cur = redis.call('HGET', user, app)
   local claim, other = 'new', ''
   if cur then
@@ -59,6 +65,7 @@ for i = 5, #ARGV, 2 do
   end
   redis.call('HSETNX', ev, app, cjson.encode(row))
   table.insert(out, app); table.insert(out, claim); table.insert(out, other)
+  end
 end
 
 local latest = redis.call('HGET', user, '_latest')
