@@ -212,6 +212,7 @@ describe('kind: gtr against an app that authenticates Ripple at a real authoriza
     expect(unable.message).toMatch(/^unable to log out/);
 
     for (const [status, retryable] of [
+      [302, false],
       [400, false],
       [403, false],
       [429, true],

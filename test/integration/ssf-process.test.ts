@@ -62,6 +62,7 @@ describe('bin/ripple.js start with an ssf app and a gtr app', () => {
           kind: 'ssf',
           ssf: {
             endpoint: receiver.url,
+            // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${ENV} reference in YAML
             authorization: '${CRM_SSF_TOKEN}',
             audience: 'https://crm.example.org',
           },
@@ -69,7 +70,11 @@ describe('bin/ripple.js start with an ssf app and a gtr app', () => {
         {
           id: 'portal',
           kind: 'gtr',
-          gtr: { endpoint: `http://127.0.0.1:${gtrPort}/gtr`, auth: { bearer: '${PORTAL_GTR_TOKEN}' } },
+          gtr: {
+            endpoint: `http://127.0.0.1:${gtrPort}/gtr`,
+            // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${ENV} reference in YAML
+            auth: { bearer: '${PORTAL_GTR_TOKEN}' },
+          },
         },
       ],
       {

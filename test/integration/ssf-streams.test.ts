@@ -269,6 +269,17 @@ describe('Ripple as an SSF transmitter', () => {
     await new Promise((r) => setTimeout(r, DELAY_MS + 800));
     expect(receiver.accepted.some((s) => s.txn === dropped.json.eventId)).toBe(false);
 
+    // Held while paused, then disabled: the held SETs are dropped, and resuming sends nothing of them.
+    await api('/ssf/status', { method: 'POST', body: { stream_id: streamId, status: 'paused' } });
+    const held = await rip.send(passwordChanged('alice'));
+    const heldStatus = await rip.waitForEvent(held.json.eventId as string, ['done']);
+    expect(heldStatus.apps[0]?.detail).toMatch(/queued for 1 stream/);
+    await new Promise((r) => setTimeout(r, DELAY_MS + 800));
+    await api('/ssf/status', { method: 'POST', body: { stream_id: streamId, status: 'disabled' } });
+    await api('/ssf/status', { method: 'POST', body: { stream_id: streamId, status: 'enabled' } });
+    await new Promise((r) => setTimeout(r, 800));
+    expect(receiver.accepted.some((s) => s.txn === held.json.eventId)).toBe(false);
+
     const removed = await api('/ssf/subjects/remove', {
       method: 'POST',
       body: { stream_id: streamId, subject: { format: 'email', email: 'alice@example.org' } },

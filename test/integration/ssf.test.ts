@@ -179,6 +179,11 @@ describe('kind: ssf against a receiver that verifies every SET against Ripple’
     expect((await deliveryFailure(target.deliver(deliveryContext(app, event, services)))).retryable).toBe(true);
     receiver.answer.push({ status: 403 });
     expect((await deliveryFailure(target.deliver(deliveryContext(app, event, services)))).retryable).toBe(false);
+    // A redirect is never followed: the signed SET goes only to the configured endpoint.
+    receiver.answer.push({ status: 307, headers: { location: 'https://elsewhere.example/ssf' } });
+    const moved = await deliveryFailure(target.deliver(deliveryContext(app, event, services)));
+    expect(moved.retryable).toBe(false);
+    expect(moved.message).toMatch(/redirect to https:\/\/elsewhere\.example\/ssf not followed.*ssf\.endpoint/);
   });
 
   it('a wrong authorization is refused by the receiver (authentication_failed) and not retried; the token is not in the error', async () => {
