@@ -30,7 +30,9 @@ const APPS = Number(process.env.BENCH_APPS ?? 10);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 100);
 const LATENESS_JOBS = Number(process.env.BENCH_LATENESS_JOBS ?? 10_000);
 const INGEST_SECONDS = Number(process.env.BENCH_INGEST_SECONDS ?? 10);
+const LATENESS_DELAY_MS = Number(process.env.BENCH_LATENESS_DELAY_S ?? 8) * 1000;
 const JITTER_S = Number(process.env.BENCH_JITTER_S ?? 15);
+const MEMORY_EVENTS = Number(process.env.BENCH_MEMORY_EVENTS ?? 2_000);
 const RATE_JOBS = Number(process.env.BENCH_RATE_JOBS ?? 2_000);
 const RATE_MAX = Number(process.env.BENCH_RATE_MAX ?? 200);
 const SCALE_JOBS = Number(process.env.BENCH_SCALE_JOBS ?? 10_000);
@@ -73,15 +75,15 @@ async function commandStats(redisUrl: string): Promise<Map<string, number>> {
   return out;
 }
 
-/** Commands per job between two `commandStats`, largest first: "evalsha 7.0, hset 0.1". */
-function perJob(before: Map<string, number>, after: Map<string, number>, jobs: number): string {
+/** Commands per job between two `commandStats`: the total, and the commands by count ("evalsha 7.0, hset 0.1"). */
+function perJob(before: Map<string, number>, after: Map<string, number>, jobs: number) {
   const rows = [...after].map(([cmd, n]) => [cmd, (n - (before.get(cmd) ?? 0)) / jobs] as const);
   const total = rows.reduce((s, [, n]) => s + n, 0);
   const top = rows
     .filter(([, n]) => n >= 0.05)
     .sort((a, b) => b[1] - a[1])
     .map(([cmd, n]) => `${cmd} ${n.toFixed(1)}`);
-  return `${total.toFixed(1)} (${top.join(', ')})`;
+  return { total, text: `${total.toFixed(1)} (${top.join(', ')})` };
 }
 
 async function received(url: string): Promise<number> {
@@ -242,7 +244,7 @@ async function rowsOf(ripple: Ripple, events: number, idPrefix: string) {
  */
 async function rippleBurst(redisUrl: string, target: string, jitterMs: number) {
   const events = Math.ceil(LATENESS_JOBS / APPS);
-  const delay = `${8_000 + jitterMs}ms`;
+  const delay = `${LATENESS_DELAY_MS + jitterMs}ms`;
   const apps = Array.from({ length: APPS }, (_, i) =>
     webhookApp(`app-${i}`, target, { delay, jitter: `${jitterMs}ms` }),
   );
@@ -250,11 +252,11 @@ async function rippleBurst(redisUrl: string, target: string, jitterMs: number) {
   const ripple = await Ripple.open({ configDir, redisUrl, log: quiet, prefix: `rl${randomUUID().slice(0, 6)}` });
   ripple.startPlanner();
   const base = new Date();
-  // One receipt instant for all, so every app job is due at base + 8 s (± jitter, delayed by it).
+  // One receipt instant for all, so every app job is due at base + the delay (± jitter, delayed by it).
   await ingestMany(ripple, events, 'late', base);
   const countUrl = target.replace('/hook', '/count');
   const before = await received(countUrl);
-  const firstDue = base.getTime() + 8_000;
+  const firstDue = base.getTime() + LATENESS_DELAY_MS;
   const pending = ripple.engine.queues.delivery.get('webhook');
   while (((await pending?.getDelayedCount()) ?? 0) < events * APPS) await sleep(50);
   if (Date.now() > firstDue - 1_000) log('warning: planning took longer than the delay; lateness includes planning');
@@ -273,7 +275,7 @@ async function bullmqBurst(redisUrl: string, target: string, jobs: number) {
   const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
   const prefix = `bl${randomUUID().slice(0, 6)}`;
   const queue = new Queue('late', { connection, prefix });
-  const due = Date.now() + 8_000;
+  const due = Date.now() + LATENESS_DELAY_MS;
   for (let i = 0; i < jobs; i += 1000) {
     await queue.addBulk(
       Array.from({ length: Math.min(1000, jobs - i) }, () => ({
@@ -429,7 +431,7 @@ async function soak(redisUrl: string, target: string) {
 async function memory(redisUrl: string, target: string) {
   const redis = new Redis(redisUrl);
   const used = async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1]);
-  const events = 2_000;
+  const events = MEMORY_EVENTS;
   const apps = Array.from({ length: APPS }, (_, i) => webhookApp(`app-${i}`, target, { delay: '1h' }));
   const configDir = writeConfig(apps);
   const ripple = await Ripple.open({ configDir, redisUrl, log: quiet, prefix: `rm${randomUUID().slice(0, 6)}` });
@@ -485,7 +487,8 @@ async function main() {
       const c1 = await redisCpu(redis.url);
       const s1 = await commandStats(redis.url);
       log(`  raw BullMQ: ${base.toFixed(0)} POSTs/s, Redis CPU ${(((c1 - c0) / jobs) * 1e6).toFixed(0)} µs per job`);
-      log(`    Redis commands per job: ${perJob(s0, s1, jobs)}`);
+      const baseCommands = perJob(s0, s1, jobs);
+      log(`    Redis commands per job (scripts' own commands counted too): ${baseCommands.text}`);
       const { rate, ripple } = await rippleFanout(redis.url, target);
       const c2 = await redisCpu(redis.url);
       const s2 = await commandStats(redis.url);
@@ -493,8 +496,11 @@ async function main() {
       log(
         `  Ripple:     ${rate.toFixed(0)} app deliveries/s, Redis CPU ${(((c2 - c1) / jobs) * 1e6).toFixed(0)} µs per job`,
       );
-      log(`    Redis commands per app delivery (ingest and planning included): ${perJob(s1, s2, jobs)}`);
+      const commands = perJob(s1, s2, jobs);
+      log(`    Redis commands per app delivery (ingest and planning included): ${commands.text}`);
       out.fanoutRatio = rate / base;
+      out.redisCommandsPerDelivery = Math.round(commands.total * 10) / 10;
+      out.baselineRedisCommandsPerJob = Math.round(baseCommands.total * 10) / 10;
     }
     if (ONLY.has('ingest')) {
       log(`ingest: autocannon, 50 connections, ${INGEST_SECONDS}s each`);
@@ -583,7 +589,7 @@ async function main() {
       out.soakPlanSeconds = Math.round(s.seconds * 10) / 10;
     }
     if (ONLY.has('memory')) {
-      log('memory: 2,000 events × apps pending with delay 1h');
+      log(`memory: ${MEMORY_EVENTS} events × ${APPS} apps pending with delay 1h`);
       const mem = await memory(redis.url, target);
       log(
         `  Ripple ${mem.ripple.toFixed(0)} B per pending app job (${mem.pending} jobs, status included); raw BullMQ ${mem.baseline.toFixed(0)} B`,
