@@ -449,6 +449,7 @@ async function memory(redisUrl: string, target: string) {
   await ripple.engine.queues.events.drain();
   const pending = await ripple.engine.queues.delivery.get('webhook')?.getDelayedCount();
   const m1 = await used();
+  const parts = await memoryParts(redis, ripple.engine.prefix, (pending ?? 0) / events);
   await ripple.close();
   await redis.flushall();
   const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
@@ -469,7 +470,33 @@ async function memory(redisUrl: string, target: string) {
   await queue.close();
   connection.disconnect();
   redis.disconnect();
-  return { ripple: (m1 - m0) / (pending ?? jobs), baseline: (b1 - b0) / jobs, pending };
+  return { ripple: (m1 - m0) / (pending ?? jobs), baseline: (b1 - b0) / jobs, pending, parts };
+}
+
+/** Mean `MEMORY USAGE` of up to 200 keys matching `pattern` (values and key, not the keyspace's own overhead). */
+async function meanUsage(redis: Redis, pattern: string, skip?: RegExp): Promise<number> {
+  const sizes: number[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    for (const key of keys)
+      if (!skip?.test(key) && sizes.length < 200) sizes.push((await redis.memory('USAGE', key)) ?? 0);
+  } while (cursor !== '0' && sizes.length < 200);
+  return sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length);
+}
+
+/** What one pending app job is made of, in bytes: its job hash, its share of the event and user hashes. */
+async function memoryParts(redis: Redis, prefix: string, jobsPerEvent: number) {
+  const queue = `${prefix}:deliver-webhook`;
+  const delayed = (await redis.memory('USAGE', `${queue}:delayed`)) ?? 0;
+  const count = await redis.zcard(`${queue}:delayed`);
+  return {
+    jobHash: await meanUsage(redis, `${queue}:d*`, /:delayed$/),
+    delayedEntry: delayed / Math.max(1, count),
+    eventShare: (await meanUsage(redis, `${prefix}:ev:*`)) / jobsPerEvent,
+    userShare: (await meanUsage(redis, `${prefix}:user:*`)) / jobsPerEvent,
+  };
 }
 
 async function main() {
@@ -593,6 +620,11 @@ async function main() {
       const mem = await memory(redis.url, target);
       log(
         `  Ripple ${mem.ripple.toFixed(0)} B per pending app job (${mem.pending} jobs, status included); raw BullMQ ${mem.baseline.toFixed(0)} B`,
+      );
+      const p = mem.parts;
+      log(
+        `  of which (MEMORY USAGE, keyspace overhead not included): job hash ${p.jobHash.toFixed(0)}, delayed-set entry ${p.delayedEntry.toFixed(0)}, ` +
+          `event status hash ÷ apps ${p.eventShare.toFixed(0)}, user hash ÷ apps ${p.userShare.toFixed(0)}`,
       );
       out.redisBytesPerPendingJob = Math.round(mem.ripple);
       out.baselineBytesPerPendingJob = Math.round(mem.baseline);
