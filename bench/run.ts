@@ -47,12 +47,25 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function child(script: string, args: string[] = []): Promise<{ proc: ChildProcess; info: Record<string, unknown> }> {
   const proc = fork(join(here, script), args, {
-    execArgv: ['--import', 'tsx'],
+    execArgv: ['--import', 'tsx', ...(process.env.BENCH_CHILD_ARGS?.split(' ').filter(Boolean) ?? [])],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   return new Promise((res, rej) => {
     proc.once('message', (info) => res({ proc, info: info as Record<string, unknown> }));
     proc.once('exit', (code) => rej(new Error(`${script} exited with ${code}`)));
+  });
+}
+
+/** Asks a child to exit (so a `--cpu-prof` in BENCH_CHILD_ARGS is written) and waits for it. */
+function stop(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null) return Promise.resolve();
+  return new Promise((res) => {
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+    proc.once('exit', () => {
+      clearTimeout(timer);
+      res();
+    });
+    proc.send('exit');
   });
 }
 
@@ -533,11 +546,11 @@ async function main() {
       log(`ingest: autocannon, 50 connections, ${INGEST_SECONDS}s each`);
       const bare = await child('http-servers.ts', ['bare']);
       const bareRate = await ingestRate(String(bare.info.address));
-      bare.proc.kill();
+      await stop(bare.proc);
       const configDir = writeConfig([webhookApp('app-0', target)]);
       const api = await child('http-servers.ts', ['ripple', redis.url, configDir, `ri${randomUUID().slice(0, 6)}`]);
       const rippleRate = await ingestRate(String(api.info.address));
-      api.proc.kill();
+      await stop(api.proc);
       log(`  bare fastify: ${bareRate.toFixed(0)} req/s; Ripple POST /v1/events: ${rippleRate.toFixed(0)} events/s`);
       out.ingestRatio = rippleRate / bareRate;
     }
@@ -556,7 +569,7 @@ async function main() {
         const load = await ingestLoad(String(api.info.address));
         rates[durability] = load.rate;
         p99[durability] = load.p99Ms;
-        api.proc.kill();
+        await stop(api.proc);
         await aof.stop();
       }
       log(
