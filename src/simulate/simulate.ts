@@ -6,10 +6,11 @@ import { type PlanUser, planPropagation } from '../planner/plan.js';
 
 /**
  * Redis bytes one pending app job costs (its BullMQ job and Ripple's share of the event's status
- * and the user's "newest change" hash), as `npm run bench` measured it (`redisBytesPerPendingJob`,
- * 10 webhook apps per event, `hash-max-listpack-value 512`). Update it when the bench moves.
+ * and the user's "newest change" hash), as `npm run bench -- --soak` measured it: 1,000,000
+ * pending jobs (100,000 events × 10 webhook apps) took 656 MB of `used_memory`. Small runs cost
+ * more per job (the bench's memory phase, 20,000 jobs: about 790 B). Update it when the soak moves.
  */
-export const BYTES_PER_PENDING_JOB = 787;
+export const BYTES_PER_PENDING_JOB = 656;
 
 /** Who changes their password in the simulation (a groups file, or numbered users in no group). */
 export interface SimUsers {

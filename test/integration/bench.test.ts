@@ -78,5 +78,5 @@ describe('npm run bench', () => {
     expect(soak).toMatchObject({ soakPendingJobs: 200 });
     expect(soak.soakRedisMB).toBeGreaterThan(0);
     expect(soak.soakPlanSeconds).toBeGreaterThan(0);
-  }, 300_000);
+  }, 480_000);
 });
