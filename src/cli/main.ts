@@ -359,7 +359,7 @@ function simulateCommand(args: string[]): number {
   const { redis } = forecast;
   console.log(
     `Redis at the peak: ${redis.peakPendingJobs} pending app jobs × ~${redis.bytesPerPendingJob} B ≈ ${(redis.peakBytes / 1e6).toFixed(0)} MB ` +
-      '(an estimate from the bytes per pending job npm run bench measures; status of finished events stays for status.retention)',
+      '(an estimate: what a pending job cost in npm run bench -- --soak; status of finished events stays for status.retention on top)',
   );
   console.log(
     'Modelled: delays, jitter, after: and rate limits. Not modelled: worker throughput and target response times (deliveries take no time here).',
