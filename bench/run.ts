@@ -515,6 +515,13 @@ async function memoryParts(redis: Redis, prefix: string, jobsPerEvent: number) {
 async function main() {
   const redis = await startEmbeddedRedis({ dir: mkdtempSync(join(tmpdir(), 'bench-redis-')), appendOnly: false });
   const receiver = await child('receiver.ts');
+  // Interrupted (Ctrl-C, kill): leave no receiver or redis-server behind.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      receiver.proc.kill();
+      void redis.stop().finally(() => process.exit(130));
+    });
+  }
   const target = `http://127.0.0.1:${receiver.info.port}/hook`;
   const out: Record<string, number | string> = {};
   try {
