@@ -4,21 +4,25 @@
  *
  *   npm run bench                       # full size (10,000 users × 10 apps)
  *   BENCH_USERS=1000 npm run bench      # smaller
- *   BENCH_ONLY=fanout,memory npm run bench   # some of fanout, ingest, durability, lateness, memory
+ *   BENCH_ONLY=fanout,memory npm run bench   # some of: fanout, ingest, durability, lateness,
+ *                                            # ratelimit, scaleout, cluster, memory
+ *   npm run bench -- --soak             # only the soak: 1,000,000 pending delayed app jobs
+ *                                       # (BENCH_SOAK_JOBS), Redis memory and time to plan them
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import pino from 'pino';
 import { Webhook } from 'standardwebhooks';
-import { ingestEvent, SignatureVerifier } from '../src/ingest/ingest.js';
+import { ingestEvent, SignatureVerifier, submitEvent } from '../src/ingest/ingest.js';
 import { startEmbeddedRedis } from '../src/redis/embedded.js';
 import { Ripple } from '../src/ripple.js';
+import { spawnRipple } from '../test/support/cli.js';
 import { WEBHOOK_SECRET, webhookApp, writeConfig } from '../test/support/ripple.js';
 
 const USERS = Number(process.env.BENCH_USERS ?? 10_000);
@@ -26,7 +30,16 @@ const APPS = Number(process.env.BENCH_APPS ?? 10);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 100);
 const LATENESS_JOBS = Number(process.env.BENCH_LATENESS_JOBS ?? 10_000);
 const INGEST_SECONDS = Number(process.env.BENCH_INGEST_SECONDS ?? 10);
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'fanout,ingest,durability,lateness,memory').split(','));
+const LATENESS_DELAY_MS = Number(process.env.BENCH_LATENESS_DELAY_S ?? 8) * 1000;
+const JITTER_S = Number(process.env.BENCH_JITTER_S ?? 15);
+const MEMORY_EVENTS = Number(process.env.BENCH_MEMORY_EVENTS ?? 2_000);
+const RATE_JOBS = Number(process.env.BENCH_RATE_JOBS ?? 2_000);
+const RATE_MAX = Number(process.env.BENCH_RATE_MAX ?? 200);
+const SCALE_JOBS = Number(process.env.BENCH_SCALE_JOBS ?? 10_000);
+const SOAK_JOBS = Number(process.env.BENCH_SOAK_JOBS ?? 1_000_000);
+const SOAK = process.argv.includes('--soak');
+const PHASES = 'fanout,ingest,durability,lateness,ratelimit,scaleout,cluster,memory';
+const ONLY = new Set((SOAK ? 'soak' : (process.env.BENCH_ONLY ?? PHASES)).split(','));
 const here = import.meta.dirname;
 
 const log = (msg: string) => console.log(`[bench] ${msg}`);
@@ -34,12 +47,25 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function child(script: string, args: string[] = []): Promise<{ proc: ChildProcess; info: Record<string, unknown> }> {
   const proc = fork(join(here, script), args, {
-    execArgv: ['--import', 'tsx'],
+    execArgv: ['--import', 'tsx', ...(process.env.BENCH_CHILD_ARGS?.split(' ').filter(Boolean) ?? [])],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   return new Promise((res, rej) => {
     proc.once('message', (info) => res({ proc, info: info as Record<string, unknown> }));
     proc.once('exit', (code) => rej(new Error(`${script} exited with ${code}`)));
+  });
+}
+
+/** Asks a child to exit (so a `--cpu-prof` in BENCH_CHILD_ARGS is written) and waits for it. */
+function stop(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null) return Promise.resolve();
+  return new Promise((res) => {
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+    proc.once('exit', () => {
+      clearTimeout(timer);
+      res();
+    });
+    proc.send('exit');
   });
 }
 
@@ -50,6 +76,27 @@ async function redisCpu(redisUrl: string): Promise<number> {
   r.disconnect();
   const get = (k: string) => Number(new RegExp(`${k}:([\\d.]+)`).exec(info)?.[1] ?? 0);
   return get('used_cpu_user') + get('used_cpu_sys');
+}
+
+/** Calls per Redis command so far (`INFO commandstats`), to count what each delivery costs. */
+async function commandStats(redisUrl: string): Promise<Map<string, number>> {
+  const r = new Redis(redisUrl);
+  const info = await r.info('commandstats');
+  r.disconnect();
+  const out = new Map<string, number>();
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) out.set(m[1] as string, Number(m[2]));
+  return out;
+}
+
+/** Commands per job between two `commandStats`: the total, and the commands by count ("evalsha 7.0, hset 0.1"). */
+function perJob(before: Map<string, number>, after: Map<string, number>, jobs: number) {
+  const rows = [...after].map(([cmd, n]) => [cmd, (n - (before.get(cmd) ?? 0)) / jobs] as const);
+  const total = rows.reduce((s, [, n]) => s + n, 0);
+  const top = rows
+    .filter(([, n]) => n >= 0.05)
+    .sort((a, b) => b[1] - a[1])
+    .map(([cmd, n]) => `${cmd} ${n.toFixed(1)}`);
+  return { total, text: `${total.toFixed(1)} (${top.join(', ')})` };
 }
 
 async function received(url: string): Promise<number> {
@@ -178,46 +225,70 @@ function p99(values: number[]): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] ?? Number.NaN;
 }
 
-/** LATENESS_JOBS app jobs due at one instant: p99 of start − due, Ripple and raw BullMQ delayed jobs. */
-async function lateness(redisUrl: string, target: string) {
-  const perEvent = APPS;
-  const events = Math.ceil(LATENESS_JOBS / perEvent);
-  const apps = Array.from({ length: perEvent }, (_, i) => webhookApp(`app-${i}`, target, { delay: '8s' }));
-  const configDir = writeConfig(apps, { workers: { concurrency: { webhook: CONCURRENCY } } });
-  const ripple = await Ripple.open({ configDir, redisUrl, log: quiet, prefix: `rl${randomUUID().slice(0, 6)}` });
-  ripple.startPlanner();
+/** Ingests `events` signed events (200 at a time), all received at `now` (default: each at its own now). */
+async function ingestMany(ripple: Ripple, events: number, idPrefix: string, now?: Date): Promise<void> {
   const verifier = new SignatureVerifier([WEBHOOK_SECRET]);
   const signer = new Webhook(WEBHOOK_SECRET);
-  const base = new Date();
   for (let i = 0; i < events; i += 200) {
     await Promise.all(
       Array.from({ length: Math.min(200, events - i) }, async (_, k) => {
-        const body = eventBody(`late${i + k}`);
-        const id = `late_${i + k}`;
-        // One receipt instant for all, so every app job is due at base + 8 s.
-        await ingestEvent(ripple.engine, verifier, Buffer.from(body), signed(body, id, signer), base);
+        const body = eventBody(`${idPrefix}${i + k}`);
+        const id = `${idPrefix}_${i + k}`;
+        const answer = await ingestEvent(ripple.engine, verifier, Buffer.from(body), signed(body, id, signer), now);
+        if (answer.status !== 202) throw new Error(JSON.stringify(answer));
       }),
     );
   }
-  const dueAt = base.getTime() + 8_000;
-  if (Date.now() > dueAt - 1_000) log('warning: planning took longer than the delay; lateness includes planning');
-  ripple.startWorkers();
+}
+
+/** Every app row of events `<idPrefix>_0 … _<events-1>`, once they have all started. */
+async function rowsOf(ripple: Ripple, events: number, idPrefix: string) {
+  const rows = [];
+  for (let i = 0; i < events; i++) {
+    const ev = await ripple.engine.store.getEvent(`${idPrefix}_${i}`);
+    rows.push(...Object.values(ev?.rows ?? {}));
+  }
+  return rows;
+}
+
+/**
+ * LATENESS_JOBS app jobs due at one instant (or, with `jitterMs`, spread by each app's jitter
+ * around it): p99 of start − due over every app row. Planned before the workers start.
+ */
+async function rippleBurst(redisUrl: string, target: string, jitterMs: number) {
+  const events = Math.ceil(LATENESS_JOBS / APPS);
+  const delay = `${LATENESS_DELAY_MS + jitterMs}ms`;
+  const apps = Array.from({ length: APPS }, (_, i) =>
+    webhookApp(`app-${i}`, target, { delay, jitter: `${jitterMs}ms` }),
+  );
+  const configDir = writeConfig(apps, { workers: { concurrency: { webhook: CONCURRENCY } } });
+  const ripple = await Ripple.open({ configDir, redisUrl, log: quiet, prefix: `rl${randomUUID().slice(0, 6)}` });
+  ripple.startPlanner();
+  const base = new Date();
+  // One receipt instant for all, so every app job is due at base + the delay (± jitter, delayed by it).
+  await ingestMany(ripple, events, 'late', base);
   const countUrl = target.replace('/hook', '/count');
   const before = await received(countUrl);
-  await waitForCount(countUrl, before + events * perEvent);
-  const late: number[] = [];
-  for (let i = 0; i < events; i++) {
-    const ev = await ripple.engine.store.getEvent(`late_${i}`);
-    for (const row of Object.values(ev?.rows ?? {})) if (row.startedAt) late.push(row.startedAt - row.dueAt);
-  }
+  const firstDue = base.getTime() + LATENESS_DELAY_MS;
+  const pending = ripple.engine.queues.delivery.get('webhook');
+  while (((await pending?.getDelayedCount()) ?? 0) < events * APPS) await sleep(50);
+  if (Date.now() > firstDue - 1_000) log('warning: planning took longer than the delay; lateness includes planning');
+  ripple.startWorkers();
+  await waitForCount(countUrl, before + events * APPS);
+  const late = (await rowsOf(ripple, events, 'late')).flatMap((row) =>
+    row.startedAt ? [row.startedAt - row.dueAt] : [],
+  );
   await ripple.close();
+  return { p99: p99(late), jobs: late.length };
+}
 
-  // Baseline: the same number of raw BullMQ delayed jobs due at one instant, same POST.
+/** Raw BullMQ: the same number of delayed jobs due at one instant, the same POST; p99 of start − due. */
+async function bullmqBurst(redisUrl: string, target: string, jobs: number) {
+  const countUrl = target.replace('/hook', '/count');
   const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
   const prefix = `bl${randomUUID().slice(0, 6)}`;
   const queue = new Queue('late', { connection, prefix });
-  const due = Date.now() + 8_000;
-  const jobs = events * perEvent;
+  const due = Date.now() + LATENESS_DELAY_MS;
   for (let i = 0; i < jobs; i += 1000) {
     await queue.addBulk(
       Array.from({ length: Math.min(1000, jobs - i) }, () => ({
@@ -238,20 +309,142 @@ async function lateness(redisUrl: string, target: string) {
     },
     { connection, prefix, concurrency: CONCURRENCY },
   );
-  const before2 = await received(countUrl);
-  await waitForCount(countUrl, before2 + jobs);
+  const before = await received(countUrl);
+  await waitForCount(countUrl, before + jobs);
   await worker.close();
   await queue.obliterate({ force: true });
   await queue.close();
   connection.disconnect();
-  return { ripple: p99(late), baseline: p99(baseLate), jobs: late.length };
+  return p99(baseLate);
+}
+
+/**
+ * RATE_JOBS jobs for one app limited to RATE_MAX per second, all runnable when the workers start
+ * at the start of a rate window. `seconds` is how long the limit made them take: whole windows
+ * up to the one the last job started in, plus that window's share (its starts ÷ RATE_MAX), so a
+ * limiter that fills every window scores RATE_JOBS ÷ RATE_MAX exactly and a wasted slot costs
+ * 1/RATE_MAX s. `gateCallsPerJob` counts the gate (`begin-delivery`) runs per job.
+ */
+async function rateLimited(redisUrl: string, target: string) {
+  const per = 1_000;
+  const app = webhookApp('limited', target, { rateLimit: { max: RATE_MAX, per: '1s' } });
+  const configDir = writeConfig([app], { workers: { concurrency: { webhook: CONCURRENCY } } });
+  const ripple = await Ripple.open({ configDir, redisUrl, log: quiet, prefix: `rr${randomUUID().slice(0, 6)}` });
+  let gateCalls = 0;
+  const store = ripple.engine.store;
+  const gate = store.begin.bind(store);
+  store.begin = (args) => {
+    gateCalls++;
+    return gate(args);
+  };
+  ripple.startPlanner();
+  await ingestMany(ripple, RATE_JOBS, 'rate');
+  const queue = ripple.engine.queues.delivery.get('webhook');
+  while (((await queue?.getWaitingCount()) ?? 0) < RATE_JOBS) await sleep(50);
+  const countUrl = target.replace('/hook', '/count');
+  const before = await received(countUrl);
+  // Windows are named by their start in epoch ms: start on one (Redis's clock is this host's).
+  const start = Math.ceil((Date.now() + 50) / per) * per;
+  await sleep(start - Date.now());
+  ripple.startWorkers();
+  await waitForCount(countUrl, before + RATE_JOBS);
+  const rows = await rowsOf(ripple, RATE_JOBS, 'rate');
+  await ripple.close();
+  const starts = rows.map((r) => r.startedAt ?? Number.NaN).sort((a, b) => a - b);
+  const perWindow = new Map<number, number>();
+  for (const t of starts) perWindow.set(t - (t % per), (perWindow.get(t - (t % per)) ?? 0) + 1);
+  const last = starts[starts.length - 1] ?? Number.NaN;
+  const lastWindow = last - (last % per);
+  const seconds = (lastWindow - start + (per * (perWindow.get(lastWindow) ?? 0)) / RATE_MAX) / 1000;
+  const lastFinish = Math.max(...rows.map((r) => r.finishedAt ?? Number.NaN));
+  return {
+    seconds,
+    lastFinishSeconds: (lastFinish - start) / 1000,
+    peakPerWindow: Math.max(...perWindow.values()),
+    gateCallsPerJob: gateCalls / RATE_JOBS,
+  };
+}
+
+/**
+ * Delivery throughput with `workers` forked `bin/ripple.js worker` processes on one Redis: SCALE_JOBS
+ * app jobs are planned (delayed) first, the workers started, then every job promoted at once;
+ * app deliveries per second until the receiver has them all.
+ */
+async function workerProcesses(redisUrl: string, target: string, workers: number): Promise<number> {
+  const prefix = `rs${randomUUID().slice(0, 6)}`;
+  const apps = Array.from({ length: APPS }, (_, i) => webhookApp(`app-${i}`, target, { delay: '1h' }));
+  const configDir = writeConfig(apps, { redis: { prefix }, workers: { concurrency: { webhook: CONCURRENCY } } });
+  const ripple = await Ripple.open({ configDir, redisUrl, log: quiet, prefix });
+  ripple.startPlanner();
+  const events = Math.ceil(SCALE_JOBS / APPS);
+  const procs = await Promise.all(
+    Array.from({ length: workers }, () =>
+      spawnRipple(['worker'], { REDIS_URL: redisUrl, RIPPLE_CONFIG: configDir, LOG_LEVEL: 'info' }),
+    ),
+  );
+  try {
+    await ingestMany(ripple, events, 'scale');
+    const queue = ripple.engine.queues.delivery.get('webhook') as Queue;
+    while ((await queue.getDelayedCount()) < events * APPS) await sleep(50);
+    const countUrl = target.replace('/hook', '/count');
+    const before = await received(countUrl);
+    const start = performance.now();
+    await queue.promoteJobs({ count: 10_000 });
+    await waitForCount(countUrl, before + events * APPS);
+    return (events * APPS) / ((performance.now() - start) / 1000);
+  } finally {
+    await Promise.all(procs.map((p) => p.stop()));
+    await ripple.close();
+  }
+}
+
+/**
+ * The soak: SOAK_JOBS pending delayed app jobs (events × APPS apps, delay 1 h), submitted 500 at
+ * a time through `submitEvent` with the planner running. Redis used_memory with all of them
+ * pending, and the time from the first submit until every job is planned.
+ */
+async function soak(redisUrl: string, target: string) {
+  const redis = new Redis(redisUrl);
+  const used = async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1]);
+  const apps = Array.from({ length: APPS }, (_, i) => webhookApp(`app-${i}`, target, { delay: '1h' }));
+  const configDir = writeConfig(apps);
+  await redis.flushall();
+  const m0 = await used();
+  const ripple = await Ripple.open({ configDir, redisUrl, log: quiet, prefix: 'soak' });
+  ripple.startPlanner();
+  const events = Math.ceil(SOAK_JOBS / APPS);
+  const queue = ripple.engine.queues.delivery.get('webhook') as Queue;
+  const start = performance.now();
+  for (let i = 0; i < events; i += 500) {
+    await Promise.all(
+      Array.from({ length: Math.min(500, events - i) }, async (_, k) => {
+        const user = `soak${i + k}`;
+        const answer = await submitEvent(ripple.engine, {
+          id: `soak_${i + k}`,
+          occurredAt: new Date().toISOString(),
+          source: 'admin',
+          user: { id: `u-${user}`, username: user, email: `${user}@example.org`, groups: ['all-staff'] },
+          bodyHash: randomUUID(),
+        });
+        if (answer.status !== 202) throw new Error(JSON.stringify(answer));
+      }),
+    );
+    if (i % 20_000 === 0 && i > 0) log(`  ${i} events submitted, ${await queue.getDelayedCount()} jobs planned`);
+  }
+  while ((await queue.getDelayedCount()) < events * APPS) await sleep(200);
+  const seconds = (performance.now() - start) / 1000;
+  const m1 = await used();
+  await ripple.close();
+  await redis.flushall();
+  redis.disconnect();
+  return { jobs: events * APPS, seconds, bytes: m1 - m0 };
 }
 
 /** Redis memory per pending (delayed) app job: Ripple vs a raw BullMQ delayed job with the same references. */
 async function memory(redisUrl: string, target: string) {
   const redis = new Redis(redisUrl);
   const used = async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1]);
-  const events = 2_000;
+  const events = MEMORY_EVENTS;
   const apps = Array.from({ length: APPS }, (_, i) => webhookApp(`app-${i}`, target, { delay: '1h' }));
   const configDir = writeConfig(apps);
   const ripple = await Ripple.open({ configDir, redisUrl, log: quiet, prefix: `rm${randomUUID().slice(0, 6)}` });
@@ -269,6 +462,7 @@ async function memory(redisUrl: string, target: string) {
   await ripple.engine.queues.events.drain();
   const pending = await ripple.engine.queues.delivery.get('webhook')?.getDelayedCount();
   const m1 = await used();
+  const parts = await memoryParts(redis, ripple.engine.prefix, (pending ?? 0) / events);
   await ripple.close();
   await redis.flushall();
   const connection = new Redis(redisUrl, { maxRetriesPerRequest: null });
@@ -289,39 +483,81 @@ async function memory(redisUrl: string, target: string) {
   await queue.close();
   connection.disconnect();
   redis.disconnect();
-  return { ripple: (m1 - m0) / (pending ?? jobs), baseline: (b1 - b0) / jobs, pending };
+  return { ripple: (m1 - m0) / (pending ?? jobs), baseline: (b1 - b0) / jobs, pending, parts };
+}
+
+/** Mean `MEMORY USAGE` of up to 200 keys matching `pattern` (values and key, not the keyspace's own overhead). */
+async function meanUsage(redis: Redis, pattern: string, skip?: RegExp): Promise<number> {
+  const sizes: number[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    for (const key of keys)
+      if (!skip?.test(key) && sizes.length < 200) sizes.push((await redis.memory('USAGE', key)) ?? 0);
+  } while (cursor !== '0' && sizes.length < 200);
+  return sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length);
+}
+
+/** What one pending app job is made of, in bytes: its job hash, its share of the event and user hashes. */
+async function memoryParts(redis: Redis, prefix: string, jobsPerEvent: number) {
+  const queue = `${prefix}:deliver-webhook`;
+  const delayed = (await redis.memory('USAGE', `${queue}:delayed`)) ?? 0;
+  const count = await redis.zcard(`${queue}:delayed`);
+  return {
+    jobHash: await meanUsage(redis, `${queue}:d*`, /:delayed$/),
+    delayedEntry: delayed / Math.max(1, count),
+    eventShare: (await meanUsage(redis, `${prefix}:ev:*`)) / jobsPerEvent,
+    userShare: (await meanUsage(redis, `${prefix}:user:*`)) / jobsPerEvent,
+  };
 }
 
 async function main() {
   const redis = await startEmbeddedRedis({ dir: mkdtempSync(join(tmpdir(), 'bench-redis-')), appendOnly: false });
   const receiver = await child('receiver.ts');
+  // Interrupted (Ctrl-C, kill): leave no receiver or redis-server behind.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      receiver.proc.kill();
+      void redis.stop().finally(() => process.exit(130));
+    });
+  }
   const target = `http://127.0.0.1:${receiver.info.port}/hook`;
-  const out: Record<string, number> = {};
+  const out: Record<string, number | string> = {};
   try {
     if (ONLY.has('fanout')) {
       log(`fan-out: ${USERS} users × ${APPS} apps, concurrency ${CONCURRENCY}`);
       const jobs = USERS * APPS;
       const c0 = await redisCpu(redis.url);
+      const s0 = await commandStats(redis.url);
       const base = await baselineFanout(redis.url, target, jobs);
       const c1 = await redisCpu(redis.url);
+      const s1 = await commandStats(redis.url);
       log(`  raw BullMQ: ${base.toFixed(0)} POSTs/s, Redis CPU ${(((c1 - c0) / jobs) * 1e6).toFixed(0)} µs per job`);
+      const baseCommands = perJob(s0, s1, jobs);
+      log(`    Redis commands per job (scripts' own commands counted too): ${baseCommands.text}`);
       const { rate, ripple } = await rippleFanout(redis.url, target);
       const c2 = await redisCpu(redis.url);
+      const s2 = await commandStats(redis.url);
       await ripple.close();
       log(
         `  Ripple:     ${rate.toFixed(0)} app deliveries/s, Redis CPU ${(((c2 - c1) / jobs) * 1e6).toFixed(0)} µs per job`,
       );
+      const commands = perJob(s1, s2, jobs);
+      log(`    Redis commands per app delivery (ingest and planning included): ${commands.text}`);
       out.fanoutRatio = rate / base;
+      out.redisCommandsPerDelivery = Math.round(commands.total * 10) / 10;
+      out.baselineRedisCommandsPerJob = Math.round(baseCommands.total * 10) / 10;
     }
     if (ONLY.has('ingest')) {
       log(`ingest: autocannon, 50 connections, ${INGEST_SECONDS}s each`);
       const bare = await child('http-servers.ts', ['bare']);
       const bareRate = await ingestRate(String(bare.info.address));
-      bare.proc.kill();
+      await stop(bare.proc);
       const configDir = writeConfig([webhookApp('app-0', target)]);
       const api = await child('http-servers.ts', ['ripple', redis.url, configDir, `ri${randomUUID().slice(0, 6)}`]);
       const rippleRate = await ingestRate(String(api.info.address));
-      api.proc.kill();
+      await stop(api.proc);
       log(`  bare fastify: ${bareRate.toFixed(0)} req/s; Ripple POST /v1/events: ${rippleRate.toFixed(0)} events/s`);
       out.ingestRatio = rippleRate / bareRate;
     }
@@ -340,7 +576,7 @@ async function main() {
         const load = await ingestLoad(String(api.info.address));
         rates[durability] = load.rate;
         p99[durability] = load.p99Ms;
-        api.proc.kill();
+        await stop(api.proc);
         await aof.stop();
       }
       log(
@@ -353,18 +589,62 @@ async function main() {
     }
     if (ONLY.has('lateness')) {
       log(`lateness: ${LATENESS_JOBS} app jobs due at one instant`);
-      const late = await lateness(redis.url, target);
+      const late = await rippleBurst(redis.url, target, 0);
+      const baseline = await bullmqBurst(redis.url, target, late.jobs);
+      log(`  p99 start − due: Ripple ${late.p99} ms over ${late.jobs} jobs; raw BullMQ delayed jobs ${baseline} ms`);
+      out.latenessP99Ms = late.p99;
+      out.baselineLatenessP99Ms = baseline;
+      out.latenessRatio = late.p99 / Math.max(1, baseline);
+      log(`lateness, spread: the same ${LATENESS_JOBS} jobs, each app with jitter ${JITTER_S}s`);
+      const spread = await rippleBurst(redis.url, target, JITTER_S * 1_000);
+      log(`  p99 start − due: Ripple ${spread.p99} ms over ${spread.jobs} jobs`);
+      out.jitterLatenessP99Ms = spread.p99;
+    }
+    if (ONLY.has('ratelimit')) {
+      log(`rate limit: ${RATE_JOBS} jobs for one app limited to ${RATE_MAX}/s`);
+      const rl = await rateLimited(redis.url, target);
       log(
-        `  p99 start − due: Ripple ${late.ripple} ms over ${late.jobs} jobs; raw BullMQ delayed jobs ${late.baseline} ms`,
+        `  ${rl.seconds.toFixed(2)} s at the limit (ideal ${(RATE_JOBS / RATE_MAX).toFixed(2)}), last finished after ${rl.lastFinishSeconds.toFixed(2)} s; ` +
+          `peak ${rl.peakPerWindow} per window; ${rl.gateCallsPerJob.toFixed(2)} gate calls per job`,
       );
-      out.latenessP99Ms = late.ripple;
-      out.baselineLatenessP99Ms = late.baseline;
+      out.rateLimitedSeconds = Math.round(rl.seconds * 1000) / 1000;
+      out.rateLimitedPeakPerWindow = rl.peakPerWindow;
+      out.gateCallsPerJob = Math.round(rl.gateCallsPerJob * 100) / 100;
+    }
+    if (ONLY.has('scaleout')) {
+      log(
+        `scale-out: ${SCALE_JOBS} app jobs on 1, then 2 'ripple worker' processes (this machine: ${cpus().length} cores)`,
+      );
+      const one = await workerProcesses(redis.url, target, 1);
+      const two = await workerProcesses(redis.url, target, 2);
+      log(`  1 worker process: ${one.toFixed(0)} app deliveries/s; 2: ${two.toFixed(0)}`);
+      out.scaleOutRatio = two / one;
+    }
+    if (ONLY.has('cluster')) {
+      // Ripple has no Redis Cluster support on this branch yet (issue #12, part 1).
+      log('cluster: not available: needs wave-scale');
+      out.clusterRatio = 'not available: needs wave-scale';
+    }
+    if (ONLY.has('soak')) {
+      log(`soak: ${SOAK_JOBS} pending delayed app jobs (${APPS} apps per event, delay 1h)`);
+      const s = await soak(redis.url, target);
+      log(
+        `  ${s.jobs} jobs planned in ${s.seconds.toFixed(1)} s; Redis used_memory +${(s.bytes / 1e6).toFixed(0)} MB (${(s.bytes / s.jobs).toFixed(0)} B per job)`,
+      );
+      out.soakPendingJobs = s.jobs;
+      out.soakRedisMB = Math.round(s.bytes / 1e5) / 10;
+      out.soakPlanSeconds = Math.round(s.seconds * 10) / 10;
     }
     if (ONLY.has('memory')) {
-      log('memory: 2,000 events × apps pending with delay 1h');
+      log(`memory: ${MEMORY_EVENTS} events × ${APPS} apps pending with delay 1h`);
       const mem = await memory(redis.url, target);
       log(
         `  Ripple ${mem.ripple.toFixed(0)} B per pending app job (${mem.pending} jobs, status included); raw BullMQ ${mem.baseline.toFixed(0)} B`,
+      );
+      const p = mem.parts;
+      log(
+        `  of which (MEMORY USAGE, keyspace overhead not included): job hash ${p.jobHash.toFixed(0)}, delayed-set entry ${p.delayedEntry.toFixed(0)}, ` +
+          `event status hash ÷ apps ${p.eventShare.toFixed(0)}, user hash ÷ apps ${p.userShare.toFixed(0)}`,
       );
       out.redisBytesPerPendingJob = Math.round(mem.ripple);
       out.baselineBytesPerPendingJob = Math.round(mem.baseline);
@@ -373,8 +653,8 @@ async function main() {
     receiver.proc.kill();
     await redis.stop();
   }
-  for (const k of ['fanoutRatio', 'ingestRatio', 'durabilityRatio'] as const)
-    if (k in out) out[k] = Math.round((out[k] ?? 0) * 1000) / 1000;
+  for (const k of ['fanoutRatio', 'ingestRatio', 'durabilityRatio', 'latenessRatio', 'scaleOutRatio'] as const)
+    if (typeof out[k] === 'number') out[k] = Math.round(out[k] * 1000) / 1000;
   console.log(JSON.stringify(out));
 }
 

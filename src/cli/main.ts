@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import closeWithGrace from 'close-with-grace';
 import { Webhook } from 'standardwebhooks';
 import { devSecretsMessage, findDevSecrets, isLoopback } from '../config/dev-secrets.js';
-import { formatDuration } from '../config/duration.js';
+import { formatDuration, parseDuration } from '../config/duration.js';
 import { type LoadedConfig, loadConfig } from '../config/load.js';
 import type { AppConfig } from '../config/types.js';
 import { AGENT_USAGE, agent } from '../devices/agent.js';
@@ -12,6 +12,7 @@ import { createLogger } from '../log.js';
 import { planPropagation } from '../planner/plan.js';
 import { Ripple } from '../ripple.js';
 import { ssfCommand } from '../ssf/cli.js';
+import { numberedUsers, readGroupsFile, simulate } from '../simulate/simulate.js';
 
 const USAGE = `ripple — propagates a password change to every system that still trusts the old one
 
@@ -25,6 +26,10 @@ usage:
                                        check each enabled app is reachable and configured (changes nothing)
   ripple plan --user NAME [--groups a,b] [--at ISO-TIME]
                                        dry run: which apps act, in what order, when (no Redis)
+  ripple simulate --users N [--groups-file F] [--over D] [--json]
+                                       forecast a forced reset of N users from the config: per app, the rate its
+                                       limit allows, when its last job starts vs its delay, which apps run late,
+                                       Redis memory at the peak (no target, no Redis). F: lines username,g1;g2
   ripple emit --user NAME [options]    sign a password.changed event with the first ingest secret of
                                        RIPPLE_CONFIG and send it to a running Ripple; prints the answer
     --id ID                            user.id in the event (default: the --user name)
@@ -89,6 +94,8 @@ async function main(argv: string[]): Promise<number> {
         redisUrl: env.REDIS_URL || undefined,
         dataDir: dataDirOption(undefined),
       });
+    case 'simulate':
+      return simulateCommand(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -312,6 +319,65 @@ function plan(args: string[]): number {
     ]);
   });
   console.log(table(rows));
+  return 0;
+}
+
+function simulateCommand(args: string[]): number {
+  const { values } = parseArgs({
+    args,
+    options: {
+      users: { type: 'string' },
+      'groups-file': { type: 'string' },
+      over: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  const count = values.users === undefined ? undefined : Number(values.users);
+  if (count !== undefined && !(/^\d+$/.test(values.users ?? '') && count >= 1 && count <= 10_000_000)) {
+    return usage(`--users "${values.users}" is not a number of users (1-10000000)`);
+  }
+  if (count === undefined && !values['groups-file']) return usage('simulate needs --users N (or --groups-file F)');
+  const overMs = values.over === undefined ? 0 : parseDuration(values.over);
+  if (overMs === undefined) return usage(`--over "${values.over}" is not a duration (e.g. 0, 30m, 8h)`);
+  const config = load();
+  const users = values['groups-file'] ? readGroupsFile(values['groups-file'], count) : numberedUsers(count as number);
+  const forecast = simulate(config.apps, users, overMs);
+  if (values.json) {
+    console.log(JSON.stringify(forecast, null, 2));
+    return 0;
+  }
+  const over = overMs ? `evenly over ${formatDuration(overMs)}` : 'at one instant';
+  console.log(`forced reset: ${forecast.users} users change their password ${over}\nusers: ${forecast.usersFrom}\n`);
+  const rel = (ms: number) => `+${formatDuration(ms)}`;
+  const rows = [['APP', 'KIND', 'JOBS', 'RATE LIMIT', 'ALLOWS', 'DELAY', 'LAST DUE', 'LAST START', 'LATE BY']];
+  for (const a of forecast.apps) {
+    rows.push([
+      a.id,
+      a.kind,
+      String(a.jobs),
+      a.rateLimit ? `${a.rateLimit.max}/${formatDuration(a.rateLimit.perMs)}` : '-',
+      a.peakPerSecond === null ? 'unlimited' : `${Number(a.peakPerSecond.toPrecision(3))}/s`,
+      `${formatDuration(a.delayMs)}${a.jitterMs ? ` ±${formatDuration(a.jitterMs)}` : ''}${a.after.length ? ` after ${a.after.join(',')}` : ''}`,
+      a.jobs ? rel(a.lastDueMs) : '-',
+      a.jobs ? rel(a.lastStartMs) : '-',
+      a.lateByMs > 0 ? formatDuration(a.lateByMs) : '-',
+    ]);
+  }
+  console.log(table(rows));
+  const late = forecast.apps.filter((a) => a.lateByMs > 0);
+  console.log(
+    late.length
+      ? `\nlate: ${late.map((a) => `${a.id} by up to ${formatDuration(a.lateByMs)} (last job at ${rel(a.lastStartMs)}, due by ${rel(a.lastDueMs)})`).join('; ')}`
+      : '\nno app runs late: every job can start when it is due',
+  );
+  const { redis } = forecast;
+  console.log(
+    `Redis at the peak: ${redis.peakPendingJobs} pending app jobs × ~${redis.bytesPerPendingJob} B ≈ ${(redis.peakBytes / 1e6).toFixed(0)} MB ` +
+      '(an estimate: what a pending job cost in npm run bench -- --soak; status of finished events stays for status.retention on top)',
+  );
+  console.log(
+    'Modelled: delays, jitter, after: and rate limits. Not modelled: worker throughput and target response times (deliveries take no time here).',
+  );
   return 0;
 }
 
