@@ -185,10 +185,15 @@ describe('kind: device — computers catch up at their next login', () => {
     await listed(t, a, [eventId]);
     await listed(t, b, [eventId]);
 
-    const failed = await answer(t, b, eventId, { outcome: 'failed', detail: 'keychain could not be unlocked' });
+    const detail = 'keychain could not be unlocked (sync via https://agent:S3cret-pw@mdm.example.org/x)';
+    const failed = await answer(t, b, eventId, { outcome: 'failed', detail });
     expect(failed.statusCode).toBe(204);
     const dead = await rowIn(t, eventId, ['failed']);
-    expect(dead.lastError).toBe('failed on mac-b: keychain could not be unlocked');
+    // The agent's words, with what looks like a secret redacted as in any error.
+    expect(dead.lastError).toBe(
+      'failed on mac-b: keychain could not be unlocked (sync via https://***@mdm.example.org/x)',
+    );
+    expect(t.rawLogs.join('\n')).not.toContain('S3cret-pw');
     expect((await t.status(eventId)).state).toBe('partial');
     await listed(t, b, []);
     // mac-a still has to catch up: its answer is recorded though the row is failed.
