@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import { createSelfService, DIRECTORY_DETAIL } from '../../src/selfservice/selfservice.js';
 import { freePort } from '../../src/util/server-process.js';
+import { PASSWORD_MODIFY_OID } from '../../workers/ldap/index.js';
 import { findInRedis } from '../support/redis-scan.js';
 import {
   passwordChanged,
@@ -542,21 +543,27 @@ describe('ordering, computers and enforced MFA', () => {
   });
 });
 
+/** A Ripple whose directory app reaches slapd through a TCP hop (to delay what goes between them). */
+async function behindHop(): Promise<{ hop: Awaited<ReturnType<typeof tcpHop>>; t: TestRipple }> {
+  const hop = await tcpHop(Number(new URL(slapd.url).port), 'ldap');
+  const app = directoryApp();
+  const t = await startRipple({
+    redisUrl: redis.url,
+    apps: [{ ...app, ldap: { ...app.ldap, url: hop.url } }],
+    service: selfService(),
+  });
+  return { hop, t };
+}
+
 describe('a delivery to the directory already in flight', () => {
   it("is waited for: it never lands after the user's change", async () => {
-    const hop = await tcpHop(Number(new URL(slapd.url).port), 'ldap');
-    const app = directoryApp();
-    const t = await startRipple({
-      redisUrl: redis.url,
-      apps: [{ ...app, ldap: { ...app.ldap, url: hop.url } }],
-      service: selfService(),
-    });
+    const { hop, t } = await behindHop();
     try {
       const dn = await slapd.addUser('lena', INITIAL);
       // An admin reset from another input; its Password Modify reaches slapd only 1.5 s after it was sent.
       const ADMIN_RESET = 'Admin-Reset-Passw0rd-7!';
       const rule = hop.add({
-        match: (text) => text.includes('1.3.6.1.4.1.4203.1.11.1'),
+        match: (text) => text.includes(PASSWORD_MODIFY_OID),
         action: 'holdWrite',
         ms: 1_500,
       });
@@ -627,17 +634,11 @@ describe('when the directory cannot take the change', () => {
 
 describe('when Redis fails after the directory took the password', () => {
   it('answers 503 not_recorded naming the event, and records nothing half-way', async () => {
-    const hop = await tcpHop(Number(new URL(slapd.url).port), 'ldap');
-    const app = directoryApp();
-    const t = await startRipple({
-      redisUrl: redis.url,
-      apps: [{ ...app, ldap: { ...app.ldap, url: hop.url } }],
-      service: selfService(),
-    });
+    const { hop, t } = await behindHop();
     try {
       const dn = await slapd.addUser('olga', INITIAL);
       // The directory's answer to the user's Password Modify is late; meanwhile Redis stops taking writes.
-      const rule = hop.add({ match: (text) => text.includes('1.3.6.1.4.1.4203.1.11.1'), action: 'holdReply', ms: 300 });
+      const rule = hop.add({ match: (text) => text.includes(PASSWORD_MODIFY_OID), action: 'holdReply', ms: 300 });
       const pending = change(t, { username: 'olga', currentPassword: INITIAL, newPassword: NEXT });
       await t.waitFor('the password modify', async () => rule.firedAt !== undefined);
       await client.call('CLIENT', 'PAUSE', '9000', 'WRITE');
