@@ -231,11 +231,11 @@ describe('POST /v1/password: a change written as the user, then propagated', () 
     expect([...bodies]).toEqual([
       JSON.stringify({ error: 'invalid_credentials', message: 'The username or password is incorrect.' }),
     ]);
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-    const [k, u] = [median(known), median(unknown)];
-    // Both cost a service bind, a lookup and a refused bind: within 50 ms or 50 % of each other.
+    // The fastest of each: what the work itself costs, without the pauses of a loaded machine.
+    const [k, u] = [Math.min(...known), Math.min(...unknown)];
+    // Both cost a service bind, a lookup and a refused bind: within 25 ms or 50 % of each other.
     expect(Math.abs(k - u), `known ${known.join(',')} / unknown ${unknown.join(',')}`).toBeLessThan(
-      Math.max(50, 0.5 * Math.max(k, u)),
+      Math.max(25, 0.5 * Math.max(k, u)),
     );
   });
 
@@ -411,7 +411,10 @@ describe('lockout and status tokens', () => {
     expect((await get(hank.eventId, gina.statusToken)).statusCode).toBe(401);
     expect((await get(gina.eventId, hank.statusToken)).statusCode).toBe(401);
     expect((await get(gina.eventId)).statusCode).toBe(401);
-    expect((await get(gina.eventId, `${gina.statusToken.slice(0, -1)}A`)).statusCode).toBe(401);
+    expect(
+      (await get(gina.eventId, `${gina.statusToken.slice(0, -1)}${gina.statusToken.endsWith('A') ? 'B' : 'A'}`))
+        .statusCode,
+    ).toBe(401);
     // Redis holds only the token's hash.
     expect(await findInRedis(client, gina.statusToken)).toEqual([]);
     await new Promise((r) => setTimeout(r, 3_200));
