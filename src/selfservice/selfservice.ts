@@ -284,8 +284,8 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
     if (written.outcome === 'invalid_credentials') {
       return refused('password change', who, client, INVALID_CREDENTIALS, source);
     }
-    await attempt.succeed();
     if (written.outcome === 'policy') {
+      await attempt.succeed();
       return refused(
         'password change',
         who,
@@ -294,16 +294,24 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
         { ...source, reason: written.reason },
       );
     }
+    // The directory has the new password: from here on, nothing may answer as if it had not.
     const { user } = written;
+    const quietly = <T>(what: string, step: Promise<T>, fallback: T): Promise<T> =>
+      step.catch((err: unknown) => {
+        log.warn({ err, username: user.username }, `self-service: ${what} failed after the directory took the change`);
+        return fallback;
+      });
+    await quietly('giving back the lockout attempt', attempt.succeed(), undefined);
     const eventId = await record(input, user, originDevice);
     recorded(eventId);
-    const statusToken = await tokens.issue(user.username, eventId);
+    // Without a token the user cannot follow the change; it is recorded and propagates anyway.
+    const statusToken = await quietly('issuing the status token', tokens.issue(user.username, eventId), '');
     log.info(
       { eventId, username: user.username, client: client.address, source: input.source, originDevice },
       'self-service password change: written to the directory as the user, recorded for the other apps',
     );
-    await planned(eventId);
-    const timeline = await userTimeline(engine, eventId, user.username);
+    await quietly('waiting for the plan', planned(eventId), false);
+    const timeline = await quietly('reading the plan', userTimeline(engine, eventId, user.username), undefined);
     return { eventId, apps: timeline?.apps ?? [], statusToken };
   };
 
@@ -417,7 +425,11 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
         // Once planned, an older change finds itself superseded: let its delivery go. Not yet
         // planned (the planner is slow or down): the lock stays until its TTL, so none lands first.
         const settled = eventId === undefined || (await engine.store.getEvent(eventId))?.meta.planned === true;
-        if (settled) await letGo(input.username, lock, eventId);
+        // Redis failing now must not hide the answer: the lock then ends with its TTL.
+        if (settled)
+          await letGo(input.username, lock, eventId).catch((err: unknown) =>
+            log.warn({ err }, 'could not let go of the directory lock; it ends with its TTL'),
+          );
       }
     },
 

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import { createSelfService, DIRECTORY_DETAIL } from '../../src/selfservice/selfservice.js';
 import { freePort } from '../../src/util/server-process.js';
+import { PASSWORD_MODIFY_OID } from '../../workers/ldap/index.js';
 import { findInRedis } from '../support/redis-scan.js';
 import {
   passwordChanged,
@@ -230,8 +231,8 @@ describe('POST /v1/password: a change written as the user, then propagated', () 
     expect([...bodies]).toEqual([
       JSON.stringify({ error: 'invalid_credentials', message: 'The username or password is incorrect.' }),
     ]);
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
-    const [k, u] = [median(known), median(unknown)];
+    // The fastest of each: what the work itself costs, without the pauses of a loaded machine.
+    const [k, u] = [Math.min(...known), Math.min(...unknown)];
     // Both cost a service bind, a lookup and a refused bind: within 25 ms or 50 % of each other.
     expect(Math.abs(k - u), `known ${known.join(',')} / unknown ${unknown.join(',')}`).toBeLessThan(
       Math.max(25, 0.5 * Math.max(k, u)),
@@ -410,7 +411,10 @@ describe('lockout and status tokens', () => {
     expect((await get(hank.eventId, gina.statusToken)).statusCode).toBe(401);
     expect((await get(gina.eventId, hank.statusToken)).statusCode).toBe(401);
     expect((await get(gina.eventId)).statusCode).toBe(401);
-    expect((await get(gina.eventId, `${gina.statusToken.slice(0, -1)}A`)).statusCode).toBe(401);
+    expect(
+      (await get(gina.eventId, `${gina.statusToken.slice(0, -1)}${gina.statusToken.endsWith('A') ? 'B' : 'A'}`))
+        .statusCode,
+    ).toBe(401);
     // Redis holds only the token's hash.
     expect(await findInRedis(client, gina.statusToken)).toEqual([]);
     await new Promise((r) => setTimeout(r, 3_200));
@@ -542,21 +546,27 @@ describe('ordering, computers and enforced MFA', () => {
   });
 });
 
+/** A Ripple whose directory app reaches slapd through a TCP hop (to delay what goes between them). */
+async function behindHop(): Promise<{ hop: Awaited<ReturnType<typeof tcpHop>>; t: TestRipple }> {
+  const hop = await tcpHop(Number(new URL(slapd.url).port), 'ldap');
+  const app = directoryApp();
+  const t = await startRipple({
+    redisUrl: redis.url,
+    apps: [{ ...app, ldap: { ...app.ldap, url: hop.url } }],
+    service: selfService(),
+  });
+  return { hop, t };
+}
+
 describe('a delivery to the directory already in flight', () => {
   it("is waited for: it never lands after the user's change", async () => {
-    const hop = await tcpHop(Number(new URL(slapd.url).port), 'ldap');
-    const app = directoryApp();
-    const t = await startRipple({
-      redisUrl: redis.url,
-      apps: [{ ...app, ldap: { ...app.ldap, url: hop.url } }],
-      service: selfService(),
-    });
+    const { hop, t } = await behindHop();
     try {
       const dn = await slapd.addUser('lena', INITIAL);
       // An admin reset from another input; its Password Modify reaches slapd only 1.5 s after it was sent.
       const ADMIN_RESET = 'Admin-Reset-Passw0rd-7!';
       const rule = hop.add({
-        match: (text) => text.includes('1.3.6.1.4.1.4203.1.11.1'),
+        match: (text) => text.includes(PASSWORD_MODIFY_OID),
         action: 'holdWrite',
         ms: 1_500,
       });
@@ -621,6 +631,34 @@ describe('when the directory cannot take the change', () => {
       expect(await client.get(lock)).toBeNull();
     } finally {
       await t.close();
+    }
+  });
+});
+
+describe('when Redis fails after the directory took the password', () => {
+  it('answers 503 not_recorded naming the event, and records nothing half-way', async () => {
+    const { hop, t } = await behindHop();
+    try {
+      const dn = await slapd.addUser('olga', INITIAL);
+      // The directory's answer to the user's Password Modify is late; meanwhile Redis stops taking writes.
+      const rule = hop.add({ match: (text) => text.includes(PASSWORD_MODIFY_OID), action: 'holdReply', ms: 300 });
+      const pending = change(t, { username: 'olga', currentPassword: INITIAL, newPassword: NEXT });
+      await t.waitFor('the password modify', async () => rule.firedAt !== undefined);
+      await client.call('CLIENT', 'PAUSE', '9000', 'WRITE');
+      const res = await pending;
+      expect(res.status, JSON.stringify(res.json)).toBe(503);
+      expect(res.json).toMatchObject({
+        error: 'not_recorded',
+        message: expect.stringMatching(/changed in the directory.*event ss_/),
+      });
+      await client.call('CLIENT', 'UNPAUSE');
+      expect(await slapd.canBind(dn, NEXT)).toBe(true);
+      expect((await t.ripple.engine.store.latestForUser('olga')).latest).toBeUndefined();
+      expect(t.logs.some((l) => l.level === 50 && String(l.msg).includes('could not record'))).toBe(true);
+    } finally {
+      await client.call('CLIENT', 'UNPAUSE').catch(() => {});
+      await t.close();
+      await hop.close();
     }
   });
 });
