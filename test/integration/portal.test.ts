@@ -46,8 +46,8 @@ describe('the user portal in a browser', () => {
     return { t, base };
   }
 
-  async function newPage(): Promise<{ context: BrowserContext; page: Page }> {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+  async function newPage(timezoneId = 'UTC'): Promise<{ context: BrowserContext; page: Page }> {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 800 }, timezoneId, locale: 'en-US' });
     const page = await context.newPage();
     return { context, page };
   }
@@ -79,7 +79,7 @@ describe('the user portal in a browser', () => {
     await slapd.addUser('alice', oldPassword);
     const receiver = await env.receiver();
     const { t, base } = await portal([webhookApp('audit', receiver.url, { name: 'Audit <b>log</b>' })]);
-    const { context, page } = await newPage();
+    const { context, page } = await newPage('Asia/Tokyo');
 
     // Sign in: the security headers come with the very first page.
     const first = await page.goto(`${base}/portal/`);
@@ -140,6 +140,15 @@ describe('the user portal in a browser', () => {
     await page.getByRole('button', { name: 'Save' }).click();
     await page.getByRole('heading', { name: 'What happens next' }).waitFor();
     await shot(page, '05-what-happens-next');
+    // Times are the browser's local time (Tokyo here), rewritten from the UTC the server renders.
+    const changedAt = page.locator('.lead time[data-local-time]');
+    const iso = (await changedAt.getAttribute('datetime')) ?? '';
+    const tokyo = new Date(iso).toLocaleTimeString('en-US', {
+      timeZone: 'Asia/Tokyo',
+      hour: '2-digit',
+      minute: '2-digit',
+    });
+    expect(await changedAt.textContent()).toBe(tokyo);
     const lines = page.locator('.timeline li');
     expect(await lines.count()).toBe(2);
     expect(await badge(page, 'Company directory')).toBe('Done');
@@ -312,16 +321,19 @@ describe('the user portal in a browser', () => {
 
   it('ends an idle session after selfService.session.ttl: its sealed password goes with it, the next page asks to sign in', async () => {
     await slapd.addUser('gina', 'Gina-old-Passw0rd');
-    const { t, base } = await portal([], { session: { ttl: '2s' } });
+    // Long enough for sign-in to finish on a loaded machine, short enough to wait out.
+    const { t, base } = await portal([], { session: { ttl: '6s' } });
     const { context, page } = await newPage();
     await signIn(page, base, 'gina', 'Gina-old-Passw0rd');
     await page.getByRole('heading', { name: 'Security' }).waitFor();
     const redis = t.ripple.engine.redis;
-    expect(await redis.keys(`${t.prefix}:portal:session:*`)).toHaveLength(1);
+    const keys = await redis.keys(`${t.prefix}:portal:session:*`);
+    expect(keys).toHaveLength(1);
+    expect(await redis.pttl(keys[0] ?? '')).toBeLessThanOrEqual(6_000);
     await t.waitFor(
       'the session to expire',
       async () => (await redis.keys(`${t.prefix}:portal:session:*`)).length === 0,
-      5_000,
+      10_000,
     );
     await page.getByRole('link', { name: /Reset Password/ }).click();
     await page.getByText('Your session ended. Sign in again.').waitFor();
