@@ -11,8 +11,8 @@ import { ConfigErrors, errorMessage, RippleError, StartupError } from '../errors
 import { createLogger } from '../log.js';
 import { planPropagation } from '../planner/plan.js';
 import { Ripple } from '../ripple.js';
-import { ssfCommand } from '../ssf/cli.js';
 import { numberedUsers, readGroupsFile, simulate } from '../simulate/simulate.js';
+import { ssfCommand } from '../ssf/cli.js';
 
 const USAGE = `ripple — propagates a password change to every system that still trusts the old one
 
