@@ -7,6 +7,7 @@ import {
   resolveUser,
   withClient,
 } from '../../workers/ldap/index.js';
+import { abandonOwnWrite, beginOwnWrite, type OwnWrites, recordOwnWrite } from '../../workers/ldap/own-writes.js';
 import type { AppConfig } from '../config/types.js';
 import { sameUserKey } from '../events/event.js';
 
@@ -69,7 +70,15 @@ export class Directory {
   /** The longest one sign-in or change may keep its connection (the app's timeout and settle). */
   readonly longestMs: number;
 
-  constructor(readonly app: AppConfig<LdapSettings>) {
+  /**
+   * @param own where Ripple's own writes are remembered, so that an `ldap-watch` source of this
+   *   directory does not report the user's change a second time (as a newer change without a
+   *   password, which would supersede this one's credential apps and then skip them).
+   */
+  constructor(
+    readonly app: AppConfig<LdapSettings>,
+    private readonly own?: OwnWrites & { warn(err: unknown, dn: string): void },
+  ) {
     this.settings = app.settings;
     this.timeouts = { connect: app.timeout, operation: app.timeout + app.settle };
     this.longestMs = this.timeouts.connect + 2 * this.timeouts.operation;
@@ -93,10 +102,14 @@ export class Directory {
     const written = await this.asUser(username, current, async (user, client) => {
       const why = await beforeWrite(user);
       if (why !== undefined) return { outcome: 'stopped', why } as const;
+      const own = this.own;
+      if (own) await beginOwnWrite(own, user.dn, this.longestMs + 5_000);
       try {
         await client.exop(PASSWORD_MODIFY_OID, passwordModifyRequest(user.dn, next, current));
+        if (own) await recordOwnWrite(own, client, user.dn).catch((err) => own.warn(err, user.dn));
         return { outcome: 'changed', user } as const;
       } catch (err) {
+        if (own) await abandonOwnWrite(own, user.dn).catch(() => {});
         if (err instanceof ResultCodeError && POLICY_CODES.has(err.code)) {
           return {
             outcome: 'policy',

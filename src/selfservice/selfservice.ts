@@ -119,7 +119,15 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
     // The loader refuses this; a hand-built engine may not have gone through it.
     throw new RippleError('SELF_SERVICE_OFF', `selfService.directory "${config.directory}" is not an enabled ldap app`);
   }
-  const directory = new Directory(app as AppConfig<LdapSettings>);
+  const directory = new Directory(app as AppConfig<LdapSettings>, {
+    redis: engine.redis,
+    prefix: engine.prefix,
+    warn: (err, dn) =>
+      engine.log.warn(
+        { err, dn },
+        "could not record this self-service password write as Ripple's own (an ldap-watch source may report it)",
+      ),
+  });
   const lockout = new Lockout(engine.redis, engine.prefix, config.lockout);
   const mfa = new Authenticators(engine.redis, engine.prefix, engine.vault, config.mfa.issuer);
   const tokens = new StatusTokens(engine.redis, engine.prefix, config.session.ttl);
