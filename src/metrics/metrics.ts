@@ -29,6 +29,12 @@ export class Metrics {
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
     registers: [this.registry],
   });
+  readonly gateCalls = new Counter({
+    name: 'ripple_gate_calls_total',
+    help: "Steps of the delivery gate run, by step (rate: the app's rate limit, user: the user's gate).",
+    labelNames: ['step'] as const,
+    registers: [this.registry],
+  });
   readonly queueJobs = new Gauge({
     name: 'ripple_queue_jobs',
     help: 'Jobs per queue and BullMQ state (sampled at scrape time).',

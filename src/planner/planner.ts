@@ -7,7 +7,7 @@ import {
   resolveDependents,
   settleCredential,
 } from '../runtime/engine.js';
-import { deliveryJobId, EVENTS_QUEUE, type PlanJob, planJobId } from '../runtime/queues.js';
+import { deliveryJobId, EVENTS_QUEUE, type PlanJob, planJobId, queuePrefix } from '../runtime/queues.js';
 import type { AppRow } from '../status/model.js';
 import { planPropagation } from './plan.js';
 
@@ -151,7 +151,9 @@ async function accepted(engine: Engine, eventId: string): Promise<boolean> {
   for (;;) {
     const outcome = await engine.store.dropUnaccepted(eventId);
     if (outcome === 'dropped') logDropped(engine, eventId);
-    if (outcome !== 'pending') return outcome === 'accepted' && (await engine.store.getEvent(eventId)) !== undefined;
+    if (outcome !== 'pending') {
+      return (outcome === 'accepted' || outcome === 'planned') && (await engine.store.getEvent(eventId)) !== undefined;
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -160,7 +162,7 @@ async function accepted(engine: Engine, eventId: string): Promise<boolean> {
 export function startPlanner(engine: Engine, concurrency = 20): Worker<PlanJob> {
   const worker = new Worker<PlanJob>(EVENTS_QUEUE, async (job) => planEvent(engine, job.data.eventId), {
     connection: engine.redis,
-    prefix: engine.prefix,
+    prefix: queuePrefix(engine.prefix, EVENTS_QUEUE),
     concurrency,
   });
   const janitor = setInterval(() => {
