@@ -23,7 +23,8 @@ import { ingestEvent, SignatureVerifier, submitEvent } from '../src/ingest/inges
 import type { RedisTopology } from '../src/redis/connections.js';
 import { startEmbeddedRedis } from '../src/redis/embedded.js';
 import { Ripple } from '../src/ripple.js';
-import { spawnRipple } from '../test/support/cli.js';
+import { startServerProcess } from '../src/util/server-process.js';
+import { RIPPLE_BIN } from '../test/support/cli.js';
 import { startRedisCluster } from '../test/support/redis-topology.js';
 import { WEBHOOK_SECRET, webhookApp, writeConfig } from '../test/support/ripple.js';
 
@@ -381,7 +382,16 @@ async function workerProcesses(redisUrl: string, target: string, workers: number
   const events = Math.ceil(SCALE_JOBS / APPS);
   const procs = await Promise.all(
     Array.from({ length: workers }, () =>
-      spawnRipple(['worker'], { REDIS_URL: redisUrl, RIPPLE_CONFIG: configDir, LOG_LEVEL: 'info' }),
+      // Started as the tests start Ripple processes, but given a minute: these machines are shared.
+      startServerProcess({
+        name: 'ripple worker',
+        command: process.execPath,
+        args: [RIPPLE_BIN, 'worker'],
+        env: { ...process.env, REDIS_URL: redisUrl, RIPPLE_CONFIG: configDir, LOG_LEVEL: 'info' },
+        ready: /is up/,
+        installHint: 'npm ci',
+        timeoutMs: 60_000,
+      }),
     ),
   );
   try {
