@@ -20,9 +20,12 @@ import { Redis } from 'ioredis';
 import pino from 'pino';
 import { Webhook } from 'standardwebhooks';
 import { ingestEvent, SignatureVerifier, submitEvent } from '../src/ingest/ingest.js';
+import type { RedisTopology } from '../src/redis/connections.js';
 import { startEmbeddedRedis } from '../src/redis/embedded.js';
 import { Ripple } from '../src/ripple.js';
-import { spawnRipple } from '../test/support/cli.js';
+import { startServerProcess } from '../src/util/server-process.js';
+import { RIPPLE_BIN } from '../test/support/cli.js';
+import { startRedisCluster } from '../test/support/redis-topology.js';
 import { WEBHOOK_SECRET, webhookApp, writeConfig } from '../test/support/ripple.js';
 
 const USERS = Number(process.env.BENCH_USERS ?? 10_000);
@@ -37,6 +40,7 @@ const RATE_JOBS = Number(process.env.BENCH_RATE_JOBS ?? 2_000);
 const RATE_MAX = Number(process.env.BENCH_RATE_MAX ?? 200);
 const SCALE_JOBS = Number(process.env.BENCH_SCALE_JOBS ?? 10_000);
 const SOAK_JOBS = Number(process.env.BENCH_SOAK_JOBS ?? 1_000_000);
+const CLUSTER_USERS = Number(process.env.BENCH_CLUSTER_USERS ?? 1_000);
 const SOAK = process.argv.includes('--soak');
 const PHASES = 'fanout,ingest,durability,lateness,ratelimit,scaleout,cluster,memory';
 const ONLY = new Set((SOAK ? 'soak' : (process.env.BENCH_ONLY ?? PHASES)).split(','));
@@ -168,19 +172,23 @@ async function baselineFanout(redisUrl: string, target: string, jobs: number): P
 }
 
 /** Ripple: USERS signed events through ingest → planner → APPS webhook apps each. */
-async function rippleFanout(redisUrl: string, target: string): Promise<{ rate: number; ripple: Ripple }> {
+async function rippleFanout(
+  redis: RedisTopology,
+  target: string,
+  users = USERS,
+): Promise<{ rate: number; ripple: Ripple }> {
   const apps = Array.from({ length: APPS }, (_, i) => webhookApp(`app-${i}`, target, { retry: { attempts: 3 } }));
   const configDir = writeConfig(apps, { workers: { concurrency: { webhook: CONCURRENCY } } });
-  const ripple = await Ripple.open({ configDir, redisUrl, log: quiet, prefix: `rf${randomUUID().slice(0, 6)}` });
+  const ripple = await Ripple.open({ configDir, redis, log: quiet, prefix: `rf${randomUUID().slice(0, 6)}` });
   ripple.startPlanner();
   ripple.startWorkers();
   const verifier = new SignatureVerifier([WEBHOOK_SECRET]);
   const signer = new Webhook(WEBHOOK_SECRET);
   const before = await received(target.replace('/hook', '/count'));
   const start = performance.now();
-  for (let i = 0; i < USERS; i += 200) {
+  for (let i = 0; i < users; i += 200) {
     await Promise.all(
-      Array.from({ length: Math.min(200, USERS - i) }, async (_, k) => {
+      Array.from({ length: Math.min(200, users - i) }, async (_, k) => {
         const body = eventBody(`user${i + k}`);
         const id = `evt_${i + k}`;
         const answer = await ingestEvent(ripple.engine, verifier, Buffer.from(body), signed(body, id, signer));
@@ -188,8 +196,8 @@ async function rippleFanout(redisUrl: string, target: string): Promise<{ rate: n
       }),
     );
   }
-  await waitForCount(target.replace('/hook', '/count'), before + USERS * APPS);
-  const rate = (USERS * APPS) / ((performance.now() - start) / 1000);
+  await waitForCount(target.replace('/hook', '/count'), before + users * APPS);
+  const rate = (users * APPS) / ((performance.now() - start) / 1000);
   return { rate, ripple };
 }
 
@@ -323,20 +331,13 @@ async function bullmqBurst(redisUrl: string, target: string, jobs: number) {
  * at the start of a rate window. `seconds` is how long the limit made them take: whole windows
  * up to the one the last job started in, plus that window's share (its starts ÷ RATE_MAX), so a
  * limiter that fills every window scores RATE_JOBS ÷ RATE_MAX exactly and a wasted slot costs
- * 1/RATE_MAX s. `gateCallsPerJob` counts the gate (`begin-delivery`) runs per job.
+ * 1/RATE_MAX s. `gateCallsPerJob`: steps of the delivery gate per job (`ripple_gate_calls_total`).
  */
 async function rateLimited(redisUrl: string, target: string) {
   const per = 1_000;
   const app = webhookApp('limited', target, { rateLimit: { max: RATE_MAX, per: '1s' } });
   const configDir = writeConfig([app], { workers: { concurrency: { webhook: CONCURRENCY } } });
   const ripple = await Ripple.open({ configDir, redisUrl, log: quiet, prefix: `rr${randomUUID().slice(0, 6)}` });
-  let gateCalls = 0;
-  const store = ripple.engine.store;
-  const gate = store.begin.bind(store);
-  store.begin = (args) => {
-    gateCalls++;
-    return gate(args);
-  };
   ripple.startPlanner();
   await ingestMany(ripple, RATE_JOBS, 'rate');
   const queue = ripple.engine.queues.delivery.get('webhook');
@@ -349,6 +350,8 @@ async function rateLimited(redisUrl: string, target: string) {
   ripple.startWorkers();
   await waitForCount(countUrl, before + RATE_JOBS);
   const rows = await rowsOf(ripple, RATE_JOBS, 'rate');
+  // Every step of the delivery gate (the rate limit's and the user's) counts here.
+  const gateCalls = (await ripple.engine.metrics.gateCalls.get()).values.reduce((sum, v) => sum + v.value, 0);
   await ripple.close();
   const starts = rows.map((r) => r.startedAt ?? Number.NaN).sort((a, b) => a - b);
   const perWindow = new Map<number, number>();
@@ -379,7 +382,16 @@ async function workerProcesses(redisUrl: string, target: string, workers: number
   const events = Math.ceil(SCALE_JOBS / APPS);
   const procs = await Promise.all(
     Array.from({ length: workers }, () =>
-      spawnRipple(['worker'], { REDIS_URL: redisUrl, RIPPLE_CONFIG: configDir, LOG_LEVEL: 'info' }),
+      // Started as the tests start Ripple processes, but given a minute: these machines are shared.
+      startServerProcess({
+        name: 'ripple worker',
+        command: process.execPath,
+        args: [RIPPLE_BIN, 'worker'],
+        env: { ...process.env, REDIS_URL: redisUrl, RIPPLE_CONFIG: configDir, LOG_LEVEL: 'info' },
+        ready: /is up/,
+        installHint: 'npm ci',
+        timeoutMs: 60_000,
+      }),
     ),
   );
   try {
@@ -536,7 +548,7 @@ async function main() {
       log(`  raw BullMQ: ${base.toFixed(0)} POSTs/s, Redis CPU ${(((c1 - c0) / jobs) * 1e6).toFixed(0)} µs per job`);
       const baseCommands = perJob(s0, s1, jobs);
       log(`    Redis commands per job (scripts' own commands counted too): ${baseCommands.text}`);
-      const { rate, ripple } = await rippleFanout(redis.url, target);
+      const { rate, ripple } = await rippleFanout({ kind: 'single', url: redis.url }, target);
       const c2 = await redisCpu(redis.url);
       const s2 = await commandStats(redis.url);
       await ripple.close();
@@ -621,9 +633,23 @@ async function main() {
       out.scaleOutRatio = two / one;
     }
     if (ONLY.has('cluster')) {
-      // Ripple has no Redis Cluster support on this branch yet (issue #12, part 1).
-      log('cluster: not available: needs wave-scale');
-      out.clusterRatio = 'not available: needs wave-scale';
+      log(
+        `cluster: fan-out of ${CLUSTER_USERS} users × ${APPS} apps on a single Redis, then on a 3-primary Redis Cluster`,
+      );
+      const single = await rippleFanout({ kind: 'single', url: redis.url }, target, CLUSTER_USERS);
+      await single.ripple.close();
+      const cluster = await startRedisCluster(3);
+      try {
+        const sharded = await rippleFanout(cluster.topology, target, CLUSTER_USERS);
+        await sharded.ripple.close();
+        const keys = await cluster.keysPerNode('*');
+        log(
+          `  single Redis: ${single.rate.toFixed(0)} app deliveries/s; cluster: ${sharded.rate.toFixed(0)} (keys left per node: ${keys.join(', ')})`,
+        );
+        out.clusterRatio = sharded.rate / single.rate;
+      } finally {
+        await cluster.stop();
+      }
     }
     if (ONLY.has('soak')) {
       log(`soak: ${SOAK_JOBS} pending delayed app jobs (${APPS} apps per event, delay 1h)`);
@@ -653,7 +679,14 @@ async function main() {
     receiver.proc.kill();
     await redis.stop();
   }
-  for (const k of ['fanoutRatio', 'ingestRatio', 'durabilityRatio', 'latenessRatio', 'scaleOutRatio'] as const)
+  for (const k of [
+    'fanoutRatio',
+    'ingestRatio',
+    'durabilityRatio',
+    'latenessRatio',
+    'scaleOutRatio',
+    'clusterRatio',
+  ] as const)
     if (typeof out[k] === 'number') out[k] = Math.round(out[k] * 1000) / 1000;
   console.log(JSON.stringify(out));
 }

@@ -12,12 +12,18 @@ import { errorMessage, StartupError } from './errors.js';
 import { createLogger } from './log.js';
 import { Metrics } from './metrics/metrics.js';
 import { startPlanner } from './planner/planner.js';
-import { backgroundConnection, REQUEST_REDIS_TIMEOUT_MS, requestConnection } from './redis/connections.js';
+import {
+  backgroundConnection,
+  describeTopology,
+  REQUEST_REDIS_TIMEOUT_MS,
+  type RedisTopology,
+  requestConnection,
+} from './redis/connections.js';
 import { type DataDirRedis, defaultDataDir, openDataDirRedis } from './redis/data-dir.js';
 import { type HealthTiming, RedisHealth } from './redis/health.js';
 import { type DeliveryRuntime, startDeliveryWorkers } from './runtime/delivery.js';
 import { createTargets, dependentsOf, type Engine } from './runtime/engine.js';
-import { createQueues, deliveryQueueName } from './runtime/queues.js';
+import { createQueues, deliveryQueueName, queuePrefix } from './runtime/queues.js';
 import { SessionStore } from './sessions/store.js';
 import { createSources, type RunningSource, startPollers } from './sources/runtime.js';
 import { type StreamDelivery, startStreams } from './ssf/delivery.js';
@@ -29,6 +35,8 @@ export interface RippleOptions {
   configDir: string;
   /** Redis to use; unset starts (or adopts) the embedded redis-server of `dataDir`. */
   redisUrl?: string | undefined;
+  /** Redis as Sentinel or Cluster (see `topologyFromEnv`); overrides `redisUrl`. */
+  redis?: RedisTopology | undefined;
   /** Where the embedded Redis keeps its data (default: `defaultDataDir(configDir)`). */
   dataDir?: string | undefined;
   env?: NodeJS.ProcessEnv;
@@ -98,8 +106,9 @@ export class Ripple {
     const config = opts.config ?? loadConfig(opts.configDir, opts.env);
     const service = config.service;
     let embedded: DataDirRedis | undefined;
-    let url = opts.redisUrl;
-    if (!url) {
+    let topology: RedisTopology | undefined =
+      opts.redis ?? (opts.redisUrl ? { kind: 'single', url: opts.redisUrl } : undefined);
+    if (!topology) {
       const dir = resolve(opts.dataDir || defaultDataDir(config.dir));
       if (!opts.dataDir) warnAboutLegacyData(log, dir);
       try {
@@ -109,11 +118,11 @@ export class Ripple {
           cause: err,
         });
       }
-      url = embedded.url;
+      topology = { kind: 'single', url: embedded.url };
     }
-    const where = redactUrl(url);
-    const redis = backgroundConnection(url);
-    const requests = requestConnection(url);
+    const where = describeTopology(topology);
+    const redis = backgroundConnection(topology);
+    const requests = requestConnection(topology);
     const health = new RedisHealth(log, where, () => requests.ping(), opts.timing);
     health.watchConnection(redis, 'redis connection');
     health.watchConnection(requests, 'http redis connection');
@@ -134,7 +143,9 @@ export class Ripple {
     const metrics = new Metrics();
     const engineOn = (connection: Redis): Engine => {
       const vault = new Vault(connection, prefix, service.vault);
-      const store = new StatusStore(connection, prefix, service.status.retention);
+      const store = new StatusStore(connection, prefix, service.status.retention, (step) =>
+        metrics.gateCalls.inc({ step }),
+      );
       const services: EngineServices = {
         config: service,
         redis: connection,
@@ -249,7 +260,8 @@ export class Ripple {
       const ids = queue ? await queue.getRanges(PENDING_STATES, 0, -1) : await this.pendingIdsOfUnusedKind(kind);
       if (ids.length === 0) continue;
       const counts = new Map<string, number>();
-      const keyOf = (id: string) => `${engine.prefix}:${deliveryQueueName(kind)}:${id}`;
+      const keyOf = (id: string) =>
+        `${queuePrefix(engine.prefix, deliveryQueueName(kind))}:${deliveryQueueName(kind)}:${id}`;
       for (let i = 0; i < ids.length; i += 5_000) {
         const batch = engine.redis.pipeline();
         for (const id of ids.slice(i, i + 5_000)) batch.hget(keyOf(id), 'name');
@@ -274,7 +286,8 @@ export class Ripple {
 
   private async pendingIdsOfUnusedKind(kind: string): Promise<string[]> {
     const { Queue } = await import('bullmq');
-    const queue = new Queue(deliveryQueueName(kind), { connection: this.engine.redis, prefix: this.engine.prefix });
+    const name = deliveryQueueName(kind);
+    const queue = new Queue(name, { connection: this.engine.redis, prefix: queuePrefix(this.engine.prefix, name) });
     try {
       return await queue.getRanges(PENDING_STATES, 0, -1);
     } finally {
@@ -449,8 +462,4 @@ function warnAboutLegacyData(log: Logger, dir: string): void {
         `If it is this config's, move it (mv ${legacy} ${dir}) or set RIPPLE_DATA_DIR=${legacy}.`,
     );
   }
-}
-
-function redactUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//***@');
 }

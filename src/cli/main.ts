@@ -10,6 +10,7 @@ import { AGENT_USAGE, agent } from '../devices/agent.js';
 import { ConfigErrors, errorMessage, RippleError, StartupError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { planPropagation } from '../planner/plan.js';
+import { topologyFromEnv } from '../redis/connections.js';
 import { Ripple } from '../ripple.js';
 import { numberedUsers, readGroupsFile, simulate } from '../simulate/simulate.js';
 import { ssfCommand } from '../ssf/cli.js';
@@ -46,6 +47,8 @@ ${AGENT_USAGE}
                                        with (replaces its previous one); its streams get SETs D after a change
 
 environment: RIPPLE_CONFIG (./config), REDIS_URL (unset: the embedded redis-server, start and probe only),
+             or REDIS_SENTINELS=host:port,… + REDIS_SENTINEL_NAME, or REDIS_CLUSTER_NODES=host:port,…
+             (REDIS_PASSWORD, REDIS_SENTINEL_PASSWORD, REDIS_TLS=1, REDIS_TLS_CA: see README "Redis topologies"),
              RIPPLE_DATA_DIR (the embedded Redis's data; default: var/<config dir name>/redis beside the
              config dir), PORT (8080), HOST (127.0.0.1), LOG_LEVEL (info)`;
 
@@ -150,8 +153,8 @@ async function run(
   },
 ): Promise<number> {
   const config = load();
-  const redisUrl = env.REDIS_URL || undefined;
-  if (!redisUrl && command !== 'start') {
+  const redis = topologyFromEnv(env);
+  if (!redis && command !== 'start') {
     throw new StartupError(
       `ripple ${command} needs a shared Redis: set REDIS_URL (e.g. redis://127.0.0.1:6379) to the Redis that ` +
         'every serve and worker process uses. Without it each would start a private Redis and never see the ' +
@@ -167,7 +170,7 @@ async function run(
   const ripple = await Ripple.open({
     configDir: config.dir,
     config,
-    redisUrl,
+    redis,
     dataDir: dataDirOption(roles.dataDir),
   });
   const { log } = ripple.engine;
@@ -271,7 +274,7 @@ async function probe(args: string[]): Promise<number> {
   });
   const ripple = await Ripple.open({
     configDir: configDir(),
-    redisUrl: env.REDIS_URL || undefined,
+    redis: topologyFromEnv(env),
     dataDir: dataDirOption(values['data-dir']),
     log: createLogger({ level: env.LOG_LEVEL ?? 'warn' }),
   });

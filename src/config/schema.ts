@@ -53,8 +53,14 @@ export const serviceSchema = z.strictObject({
        * faster, but up to about a second of accepted events can be lost.
        */
       durability: z.enum(['always', 'everysec']).default('always'),
+      /**
+       * With replicas (Sentinel, a managed primary/replica, Cluster): ingest answers 202 only once
+       * this many replicas have the event (Redis `WAIT`), else 503 "send again", so a failover
+       * loses nothing acknowledged. 0: answer once the primary has it.
+       */
+      waitReplicas: z.number().int().min(0).max(16).default(0),
     })
-    .default({ prefix: 'ripple', durability: 'always' }),
+    .default({ prefix: 'ripple', durability: 'always', waitReplicas: 0 }),
   workers: z
     .strictObject({
       /** Concurrent jobs per worker process, per kind; unset kinds use the kind's default. */

@@ -116,7 +116,7 @@ export const deviceRoutes: FastifyPluginAsync<DeviceRoutesOptions> = async (app,
       const listed = (await devices.pending(device)).some((item) => item.eventId === eventId);
       if (!listed) {
         // A repeat of an answer already recorded (the agent did not get our first 204) is fine.
-        const before = (await engine.store.answers(eventId, device.app))[device.id];
+        const before = (await engine.store.answers(eventId, device.app, device.username))[device.id];
         return before?.state === answer.state ? reply.code(204).send() : notPending();
       }
       const verdict = await settleAwaiting(engine, eventId, device.app, device.username, answer);

@@ -50,11 +50,12 @@ export class DeviceStore {
     private readonly status: StatusStore,
   ) {}
 
+  // One hash tag for every computer: a change asks several at once, in one pipeline (Redis Cluster).
   private deviceKey(id: string): string {
-    return `${this.prefix}:device:${id}`;
+    return `${this.prefix}:{devices}:device:${id}`;
   }
   private indexKey(app: string, username: string): string {
-    return `${this.prefix}:devices:${app}:${sameUserKey(username)}`;
+    return `${this.prefix}:{devices}:devices:${app}:${sameUserKey(username)}`;
   }
 
   /**
@@ -118,8 +119,8 @@ export class DeviceStore {
    * each computer still to answer gets it as its pending change, replacing an older one, since
    * only the newest change is asked about. Returns the ids of those still to answer.
    */
-  async askToCatchUp(app: string, eventId: string, parties: AwaitedParty[]): Promise<string[]> {
-    const pending = await this.status.expectAnswers(eventId, app, parties);
+  async askToCatchUp(app: string, eventId: string, username: string, parties: AwaitedParty[]): Promise<string[]> {
+    const pending = await this.status.expectAnswers(eventId, app, username, parties);
     if (pending.length > 0) {
       const batch = this.redis.pipeline();
       for (const id of pending) batch.hset(this.deviceKey(id), 'pending', eventId);
@@ -136,7 +137,10 @@ export class DeviceStore {
   async pending(device: Device): Promise<PendingItem[]> {
     const eventId = await this.redis.hget(this.deviceKey(device.id), 'pending');
     if (!eventId) return [];
-    const [answers, ev] = await Promise.all([this.status.answers(eventId, device.app), this.status.getEvent(eventId)]);
+    const [answers, ev] = await Promise.all([
+      this.status.answers(eventId, device.app, device.username),
+      this.status.getEvent(eventId),
+    ]);
     const row = ev?.rows[device.app];
     if (!ev || !row || answers[device.id]?.state !== 'pending') return [];
     if (row.state === 'superseded' || row.state === 'skipped') return [];
@@ -160,7 +164,7 @@ export class DeviceStore {
         out[app] = [];
         continue;
       }
-      const answers = Object.values(await this.status.answers(eventId, app));
+      const answers = Object.values(await this.status.answers(eventId, app, username));
       out[app] =
         answers.length > 0
           ? answers.filter((a) => a.state === 'pending').map((a) => a.label)

@@ -24,6 +24,14 @@ const UNKNOWN: IngestAnswer = {
   },
 };
 
+const NOT_REPLICATED = (n: number): IngestAnswer => ({
+  status: 503,
+  body: {
+    error: 'unavailable',
+    message: `not replicated: Redis did not confirm that ${n} replica${n === 1 ? '' : 's'} (redis.waitReplicas) have the change in time, so a failover could lose it; send the event again with the same webhook-id (a repeat is answered 202 and carried out once)`,
+  },
+});
+
 export interface IngestAnswer {
   status: 200 | 202 | 400 | 401 | 409 | 503;
   body: Record<string, unknown>;
@@ -202,7 +210,10 @@ export async function submitEvent(
     bodyHash: event.bodyHash,
     hasCredential: event.password !== undefined,
   };
-  const sealed = event.password !== undefined ? engine.vault.sealFor(eventId, event.password) : undefined;
+  const sealed =
+    event.password !== undefined
+      ? engine.vault.sealFor(engine.store.credentialName(eventId, event.user.username), event.password)
+      : undefined;
   signal?.throwIfAborted();
   // Redis refuses a step itself once we have stopped waiting for it (a command timeout answers
   // 503), a little before, so that a step it still takes is answered in time.
@@ -232,6 +243,13 @@ export async function submitEvent(
     return UNKNOWN;
   }
   if (accepted !== 'accepted') return TOO_LATE;
+  const { waitReplicas } = engine.config.service.redis;
+  if (waitReplicas > 0) {
+    const left = Math.min((deadline ?? Number.POSITIVE_INFINITY) - performance.now(), REQUEST_REDIS_TIMEOUT_MS) - 250;
+    const copied = left >= 50 && (await engine.store.replicated(waitReplicas, left).catch(() => false));
+    // Accepted on the primary, which may fail over before a replica has it: only a resend makes sure.
+    if (!copied) return NOT_REPLICATED(waitReplicas);
+  }
   engine.metrics.eventsReceived.inc({ outcome: created === 'created' ? 'accepted' : 'duplicate' });
   if (created === 'created') {
     engine.log.info(

@@ -41,6 +41,12 @@ export class Metrics {
     labelNames: ['source', 'kind', 'outcome'] as const,
     registers: [this.registry],
   });
+  readonly gateCalls = new Counter({
+    name: 'ripple_gate_calls_total',
+    help: "Steps of the delivery gate run, by step (rate: the app's rate limit, user: the user's gate).",
+    labelNames: ['step'] as const,
+    registers: [this.registry],
+  });
   readonly queueJobs = new Gauge({
     name: 'ripple_queue_jobs',
     help: 'Jobs per queue and BullMQ state (sampled at scrape time).',

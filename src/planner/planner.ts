@@ -10,7 +10,7 @@ import {
   resolveDependents,
   settleCredential,
 } from '../runtime/engine.js';
-import { deliveryJobId, EVENTS_QUEUE, type PlanJob, planJobId } from '../runtime/queues.js';
+import { deliveryJobId, EVENTS_QUEUE, type PlanJob, planJobId, queuePrefix } from '../runtime/queues.js';
 import { ENRICH_GIVE_UP_MS, enrichmentFor, enrichUser } from '../sources/enrich.js';
 import type { AppRow } from '../status/model.js';
 import { planPropagation } from './plan.js';
@@ -204,7 +204,9 @@ async function accepted(engine: Engine, eventId: string): Promise<boolean> {
   for (;;) {
     const outcome = await engine.store.dropUnaccepted(eventId);
     if (outcome === 'dropped') logDropped(engine, eventId);
-    if (outcome !== 'pending') return outcome === 'accepted' && (await engine.store.getEvent(eventId)) !== undefined;
+    if (outcome !== 'pending') {
+      return (outcome === 'accepted' || outcome === 'planned') && (await engine.store.getEvent(eventId)) !== undefined;
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -213,7 +215,7 @@ async function accepted(engine: Engine, eventId: string): Promise<boolean> {
 export function startPlanner(engine: Engine, concurrency = 20): Worker<PlanJob> {
   const worker = new Worker<PlanJob>(EVENTS_QUEUE, async (job) => planEvent(engine, job.data.eventId), {
     connection: engine.redis,
-    prefix: engine.prefix,
+    prefix: queuePrefix(engine.prefix, EVENTS_QUEUE),
     concurrency,
   });
   const janitor = setInterval(() => {

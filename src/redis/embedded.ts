@@ -47,6 +47,10 @@ export async function startEmbeddedRedis(opts: {
   appendOnly?: boolean;
   durability?: Durability;
   port?: number;
+  /** Settings beyond the usual ones (a test's cluster node or replica). */
+  extraArgs?: string[];
+  /** What it is, for messages (default redis-server). */
+  name?: string;
 }): Promise<EmbeddedRedis> {
   mkdirSync(opts.dir, { recursive: true });
   let lastError: unknown;
@@ -54,7 +58,7 @@ export async function startEmbeddedRedis(opts: {
     const port = opts.port ?? (await freePort());
     try {
       const proc = await startServerProcess({
-        name: 'redis-server',
+        name: opts.name ?? 'redis-server',
         command: 'redis-server',
         args: [
           '--port',
@@ -66,6 +70,7 @@ export async function startEmbeddedRedis(opts: {
             appendOnly: opts.appendOnly !== false,
             durability: opts.durability ?? 'everysec',
           }),
+          ...(opts.extraArgs ?? []),
         ],
         ready: /Ready to accept connections/,
         installHint: REDIS_INSTALL_HINT,

@@ -16,7 +16,7 @@ import {
   settleCredential,
   skipNoLongerConfigured,
 } from './engine.js';
-import { DELIVERY_RETENTION, type DeliveryJob, deliveryJobId, deliveryQueueName } from './queues.js';
+import { DELIVERY_RETENTION, type DeliveryJob, deliveryJobId, deliveryQueueName, queuePrefix } from './queues.js';
 
 /** Kill -9 recovery: a dead worker's job is re-run once its lock lapses and a stalled check sees it. */
 const LOCK_DURATION_MS = 8_000;
@@ -48,7 +48,7 @@ export function startDeliveryWorkers(engine: Engine, targets: Map<string, Target
       (job, token) => processDelivery(engine, targets, job, token, shutdown.signal, inFlight),
       {
         connection: engine.redis,
-        prefix: engine.prefix,
+        prefix: queuePrefix(engine.prefix, deliveryQueueName(kind)),
         concurrency,
         lockDuration: LOCK_DURATION_MS,
         stalledInterval: STALLED_INTERVAL_MS,
@@ -164,7 +164,7 @@ async function processDelivery(
       return engine.log.child({ eventId, app: appId, kind: app.kind });
     },
     credential: async () => {
-      const password = await engine.vault.get(eventId);
+      const password = await engine.vault.get(engine.store.credentialName(eventId, username));
       if (password === undefined && meta.hasCredential) {
         throw new PermanentDeliveryError(
           'CREDENTIAL_EXPIRED',

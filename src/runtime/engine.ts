@@ -93,7 +93,7 @@ export async function settleCredential(
       !(row.state === 'skipped' && !row.blockedBy) &&
       row.state !== 'superseded',
   );
-  if (!pending) await engine.vault.delete(eventId);
+  if (!pending) await engine.vault.delete(engine.store.credentialName(eventId, ev.meta.user.username));
 }
 
 /**

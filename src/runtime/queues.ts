@@ -4,6 +4,14 @@ import { type ConnectionOptions, Queue } from 'bullmq';
 export const EVENTS_QUEUE = 'events';
 export const deliveryQueueName = (kind: string) => `deliver-${kind}`;
 
+/**
+ * BullMQ's key prefix for one queue. A BullMQ script touches many keys of its queue, so on Redis
+ * Cluster they must share a slot; the queue's name as hash tag gives each queue its own slot,
+ * so the queues (one per target kind, and the events queue) spread over the cluster's nodes.
+ * Keys read `<prefix>:{<queue>}:<queue>:…`.
+ */
+export const queuePrefix = (prefix: string, queue: string) => `${prefix}:{${queue}}`;
+
 /** Events queue job: plan this event. */
 export interface PlanJob {
   eventId: string;
@@ -45,7 +53,7 @@ export function createQueues(connection: ConnectionOptions, prefix: string, kind
   const streams = { events: { maxLen: 1_000 } };
   const events = new Queue<PlanJob>(EVENTS_QUEUE, {
     connection,
-    prefix,
+    prefix: queuePrefix(prefix, EVENTS_QUEUE),
     streams,
     defaultJobOptions: {
       attempts: 20,
@@ -56,7 +64,10 @@ export function createQueues(connection: ConnectionOptions, prefix: string, kind
   });
   // Job removal is the workers' setting (DELIVERY_RETENTION), not copied into every job's options.
   const delivery = new Map(
-    kinds.map((kind) => [kind, new Queue<DeliveryJob>(deliveryQueueName(kind), { connection, prefix, streams })]),
+    kinds.map((kind) => {
+      const name = deliveryQueueName(kind);
+      return [kind, new Queue<DeliveryJob>(name, { connection, prefix: queuePrefix(prefix, name), streams })];
+    }),
   );
   return {
     events,

@@ -4,7 +4,8 @@
   how often, or how concurrently, the IdP records it.
 
   KEYS[1]  the user's index at the app (sorted set of session ids by createdAt)
-  ARGV[1]  prefix of entry keys (`<prefix>:session:`): entry = ARGV[1] .. id
+  ARGV[1]  prefix of entry keys (`<prefix>:{u:<user>}:session:`): entry = ARGV[1] .. id, in the
+           index's hash slot (the user's tag), as a script on Redis Cluster may only touch its own slot
   ARGV[2]  id for a new entry
   ARGV[3]  the record as JSON, without `id`
   ARGV[4]  createdAt, ms (the index score)

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import { RippleError } from '../errors.js';
 import { sameUserKey } from '../events/event.js';
+import { userTag } from '../redis/keys.js';
 import type { Vault } from '../vault/vault.js';
 
 const RECORD_SESSION = readFileSync(new URL('./record-session.lua', import.meta.url), 'utf8');
@@ -102,12 +103,17 @@ export class SessionStore {
     }
   }
 
+  /**
+   * A session id carries its user's hash tag (`s_<tag>_<random>`), so that its entry shares the
+   * slot of the user's index (Redis Cluster) and is still found by id alone.
+   */
   private entryKey(id: string) {
-    return `${this.prefix}:session:${id}`;
+    const tag = /^s_([0-9a-f]{12})_/.exec(id)?.[1];
+    return tag ? `${this.prefix}:{u:${tag}}:session:${id}` : `${this.prefix}:session:${id}`;
   }
 
   private indexKey(app: string, username: string) {
-    return `${this.prefix}:sessions:${app}:${sameUserKey(username)}`;
+    return `${this.prefix}:${userTag(username)}:sessions:${app}:${sameUserKey(username)}`;
   }
 
   private vaultName(id: string) {
@@ -143,8 +149,8 @@ export class SessionStore {
     };
     const reply = await (this.redis as RedisWithSessions).rippleRecordSession(
       this.indexKey(input.app, input.username),
-      this.entryKey(''),
-      `s_${randomBytes(16).toString('base64url')}`,
+      `${this.prefix}:${userTag(input.username)}:session:`,
+      `s_${userTag(input.username).slice(3, -1)}_${randomBytes(16).toString('base64url')}`,
       JSON.stringify(fields),
       created.getTime(),
       ttl,

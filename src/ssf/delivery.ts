@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { AppConfig } from '../config/types.js';
 import { DeliveryError, errorMessage } from '../errors.js';
 import type { Engine } from '../runtime/engine.js';
+import { queuePrefix } from '../runtime/queues.js';
 import type { SigningKey } from '../signing/keys.js';
 import { redactSecrets } from '../util/redact.js';
 import type { Vault } from '../vault/vault.js';
@@ -51,7 +52,11 @@ const JOB_OPTIONS = {
 } as const;
 
 export function streamQueue(connection: ConnectionOptions, prefix: string): Queue<StreamJob> {
-  return new Queue<StreamJob>(STREAM_QUEUE, { connection, prefix, defaultJobOptions: JOB_OPTIONS });
+  return new Queue<StreamJob>(STREAM_QUEUE, {
+    connection,
+    prefix: queuePrefix(prefix, STREAM_QUEUE),
+    defaultJobOptions: JOB_OPTIONS,
+  });
 }
 
 export async function enqueueStreamSets(
@@ -131,7 +136,7 @@ export function startStreamDelivery(opts: {
         throw new Error(message);
       }
     },
-    { connection: opts.redis, prefix: opts.prefix, concurrency: 10 },
+    { connection: opts.redis, prefix: queuePrefix(opts.prefix, STREAM_QUEUE), concurrency: 10 },
   );
   worker.on('error', (err) => opts.log.error({ err }, 'stream delivery worker error'));
   return { worker, close: () => worker.close() };

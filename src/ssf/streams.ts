@@ -49,8 +49,9 @@ export class StreamStore {
     private readonly vault: Vault,
   ) {}
 
+  /** Every stream key shares one hash tag: a stream's steps touch several of them at once (Redis Cluster). */
   private k(...parts: string[]): string {
-    return [this.prefix, 'ssf', ...parts].join(':');
+    return [this.prefix, '{ssf}', ...parts].join(':');
   }
 
   /**

@@ -117,7 +117,11 @@ describe('a password change through POST /v1/events', () => {
       );
 
       // Credential work finished: the vault entry is wiped; the plaintext never was anywhere.
-      await t.waitFor('vault wiped', async () => (await client.exists(`${t.prefix}:vault:${id}`)) === 0);
+      await t.waitFor(
+        'vault wiped',
+        async () =>
+          (await client.exists(`${t.prefix}:vault:${t.ripple.engine.store.credentialName(id, 'alice')}`)) === 0,
+      );
       expect(await findInRedis(client, NEW)).toEqual([]);
       expect(await findInRedis(client, OLD)).toEqual([]);
       expect(t.rawLogs.join('\n')).not.toContain(NEW);
@@ -295,7 +299,7 @@ describe('failure paths', () => {
       const partial = await t.waitForEvent(id, ['partial'], 20_000);
       expect(row(partial, 'corp-ldap').state).toBe('done');
       expect(row(partial, 'partner-ldap')).toMatchObject({ state: 'skipped', blockedBy: 'approve' });
-      expect(await t.ripple.engine.vault.has(id)).toBe(true);
+      expect(await t.ripple.engine.vault.has(t.ripple.engine.store.credentialName(id, 'dora'))).toBe(true);
       refuse = false;
       await t.http.inject({
         method: 'POST',
@@ -304,7 +308,10 @@ describe('failure paths', () => {
       });
       const done = await t.waitForEvent(id, ['done'], 20_000);
       expect(row(done, 'partner-ldap').state).toBe('done');
-      await t.waitFor('the credential wiped once nothing needs it', async () => !(await t.ripple.engine.vault.has(id)));
+      await t.waitFor(
+        'the credential wiped once nothing needs it',
+        async () => !(await t.ripple.engine.vault.has(t.ripple.engine.store.credentialName(id, 'dora'))),
+      );
     } finally {
       await t.close();
       await rx.close();

@@ -115,7 +115,7 @@ async function deliverByHand(t: TestRipple, eventId: string, username: string, c
   const jobId = `by-hand-${eventId}`;
   const gate = await engine.store.begin({ eventId, app: 'macs', username, jobId, lockTtlMs: 60_000, now: Date.now() });
   expect(gate.verdict).toBe('ok');
-  await engine.services.devices?.askToCatchUp('macs', eventId, [
+  await engine.services.devices?.askToCatchUp('macs', eventId, username, [
     { id: computer.deviceId, label: computer.hostname, state: 'pending' },
   ]);
   return {

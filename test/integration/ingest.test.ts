@@ -146,15 +146,16 @@ describe('POST /v1/events deduplication', () => {
     const body = { ...passwordChanged('fred'), credential: { password: 'Fr3d-new-password' } };
     await t.send(body, { id: 'evt_cred' });
     const vault = t.ripple.engine.vault;
-    expect(await vault.get('evt_cred')).toBe('Fr3d-new-password');
-    await vault.delete('evt_cred');
+    const cred = t.ripple.engine.store.credentialName('evt_cred', 'fred');
+    expect(await vault.get(cred)).toBe('Fr3d-new-password');
+    await vault.delete(cred);
     await t.send(body, { id: 'evt_cred' });
-    expect(await vault.get('evt_cred')).toBe('Fr3d-new-password');
+    expect(await vault.get(cred)).toBe('Fr3d-new-password');
     // Once planned, a wiped credential stays wiped: a late retry of the webhook must not resurrect it.
     await t.ripple.engine.store.plan({ id: 'evt_cred', username: 'fred', occurredAtMs: Date.now() }, {}, Date.now());
-    await vault.delete('evt_cred');
+    await vault.delete(cred);
     await t.send(body, { id: 'evt_cred' });
-    expect(await vault.has('evt_cred')).toBe(false);
+    expect(await vault.has(cred)).toBe(false);
   });
 
   it('the same webhook-id with a different body is a 409', async () => {
@@ -208,9 +209,13 @@ describe('an event recorded but never accepted (Redis failed between the steps o
       hasCredential: true,
     });
     // Recorded, then Redis failed before the plan job was queued and the event accepted: the sender got 503.
-    expect(await store.createEvent(meta('evt_orphan'), vault.sealFor('evt_orphan', 'Orphan-pw-1'), 1_500)).toBe(
-      'created',
-    );
+    expect(
+      await store.createEvent(
+        meta('evt_orphan'),
+        vault.sealFor(store.credentialName('evt_orphan', 'janet'), 'Orphan-pw-1'),
+        1_500,
+      ),
+    ).toBe('created');
     // Accepted normally (queued; this test's planner is off).
     expect((await t.send(passwordChanged('janet'), { id: 'evt_queued' })).status).toBe(202);
     // Too late for Redis: refused before anything is written, and too late to accept.
@@ -222,7 +227,7 @@ describe('an event recorded but never accepted (Redis failed between the steps o
     await new Promise((r) => setTimeout(r, 1_600));
     expect(await dropUnaccepted(t.ripple.engine, 0)).toEqual(['evt_orphan']);
     expect(await store.getEvent('evt_orphan')).toBeUndefined();
-    expect(await vault.has('evt_orphan')).toBe(false);
+    expect(await vault.has(store.credentialName('evt_orphan', 'janet'))).toBe(false);
     expect(await store.getEvent('evt_queued')).toBeDefined();
     expect(await queues.events.getJob('plan.evt_queued')).toBeDefined();
     expect(t.logs.some((l) => l.eventId === 'evt_orphan' && /never accepted/.test(String(l.msg)))).toBe(true);

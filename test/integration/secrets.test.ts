@@ -43,7 +43,7 @@ describe('the plaintext credential', () => {
 
       // Received, not yet planned: the vault holds ciphertext only.
       const dump = await dumpRedis(client);
-      const vaultKey = `${t.prefix}:vault:${id}`;
+      const vaultKey = `${t.prefix}:vault:${t.ripple.engine.store.credentialName(id, 'alice')}`;
       expect(dump.has(vaultKey)).toBe(true);
       expect(await client.pttl(vaultKey)).toBeGreaterThan(0);
       expect(await findInRedis(client, PASSWORD)).toEqual([]);

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { expect } from 'vitest';
+import type { RedisTopology } from '../../src/redis/connections.js';
 import { ADMIN_TOKEN, type EventStatus, startReceiver, startRipple, type TestRipple, webhookApp } from './ripple.js';
 
 /**
@@ -61,7 +62,8 @@ interface Applied {
 }
 
 /** Runs one scenario against a fresh Ripple (own key prefix) on `redisUrl`, and checks every invariant. */
-export async function runScenario(redisUrl: string, events: ModelEvent[]): Promise<void> {
+/** `redis`: a Redis URL, or a Sentinel or Cluster topology (the same scenarios run on each). */
+export async function runScenario(redis: string | RedisTopology, events: ModelEvent[]): Promise<void> {
   const applied: Applied[] = [];
   const attemptsSeen = new Map<string, number>();
   let retriesSucceed = false;
@@ -105,7 +107,11 @@ export async function runScenario(redisUrl: string, events: ModelEvent[]): Promi
       rateLimit: { max: 3, per: '200ms' },
     }),
   ];
-  const t = await startRipple({ redisUrl, apps, workers: true });
+  const t = await startRipple({
+    ...(typeof redis === 'string' ? { redisUrl: redis } : { redis }),
+    apps,
+    workers: true,
+  });
   try {
     const base = Date.now() - 10_000;
     const sent: { id: string; user: string; occurredAt: number; arrival: number }[] = [];
@@ -151,7 +157,10 @@ export async function runScenario(redisUrl: string, events: ModelEvent[]): Promi
     check(t, sent, applied, after);
     for (const s of after) for (const a of s.apps) expect(a.state, `${s.eventId}/${a.app}`).not.toBe('failed');
     // No credential outlives its event: every credential is wiped once nothing can need it.
-    for (const s of sent) expect(await t.ripple.engine.vault.has(s.id), `vault of ${s.id}`).toBe(false);
+    for (const s of sent) {
+      const name = t.ripple.engine.store.credentialName(s.id, s.user);
+      expect(await t.ripple.engine.vault.has(name), `vault of ${s.id}`).toBe(false);
+    }
   } finally {
     await t.close();
     await rx.close();

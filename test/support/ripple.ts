@@ -8,6 +8,7 @@ import { Webhook } from 'standardwebhooks';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { stringify } from 'yaml';
 import { createLogger } from '../../src/log.js';
+import type { RedisTopology } from '../../src/redis/connections.js';
 import { type EmbeddedRedis, startEmbeddedRedis } from '../../src/redis/embedded.js';
 import { Ripple } from '../../src/ripple.js';
 
@@ -122,7 +123,9 @@ export function passwordChanged(username: string, extra: Record<string, unknown>
  * `redisUrl`, with its own key prefix, capturing every log line.
  */
 export async function startRipple(opts: {
-  redisUrl: string;
+  redisUrl?: string;
+  /** Redis as Sentinel or Cluster (test/support/redis-topology.ts); instead of `redisUrl`. */
+  redis?: RedisTopology;
   apps: Record<string, unknown>[];
   service?: ServiceOverrides;
   configDir?: string;
@@ -143,7 +146,7 @@ export async function startRipple(opts: {
     },
   });
   const prefix = opts.prefix ?? `t${randomUUID().slice(0, 8)}`;
-  const ripple = await Ripple.open({ configDir, redisUrl: opts.redisUrl, log, prefix });
+  const ripple = await Ripple.open({ configDir, redisUrl: opts.redisUrl, redis: opts.redis, log, prefix });
   if (opts.planner !== false) ripple.startPlanner();
   if (opts.workers !== false && ripple.kinds.length > 0) ripple.startWorkers();
   const http = await ripple.buildHttp();

@@ -66,7 +66,7 @@ export const deviceAdapter: TargetAdapter<'device', DeviceSettings> = {
             : []),
           ...others.map((c) => ({ id: c.id, label: c.hostname, state: 'pending' as const })),
         ];
-        const asked = await devices.askToCatchUp(app.id, event.id, parties);
+        const asked = await devices.askToCatchUp(app.id, event.id, event.user.username, parties);
         const names = others.filter((c) => asked.includes(c.id)).map((c) => c.hostname);
         if (names.length === 0) return { outcome: 'awaiting', detail: 'every computer has caught up' };
         return {

@@ -5,8 +5,8 @@
   (the `_supersedes` list says which older rows to supersede; doing that again is harmless).
 
   KEYS[1] event hash
-  KEYS[2] user hash            (<prefix>:user:<username lowercased>; app -> rank, _latest -> rank)
-  KEYS[3] events not yet planned (see create-event): planned, so no longer a candidate to drop
+  KEYS[2] user hash            (<prefix>:{u:<user>}:user:<username as compared>; app -> rank, _latest -> rank)
+  (the caller then takes the id off the zset of events not yet planned, in another slot)
 
   ARGV[1] event id
   ARGV[2] occurredAt, epoch ms
@@ -26,7 +26,6 @@ local id, at = ARGV[1], tonumber(ARGV[2])
 local seq = tonumber(redis.call('HGET', ev, '_seq') or '0')
 local mine = ARGV[2] .. '|' .. seq .. '|' .. id
 local out = {}
-redis.call('ZREM', KEYS[3], id)
 
 if redis.call('HEXISTS', ev, '_planned') == 1 then
   local supersedes = cjson.decode(redis.call('HGET', ev, '_supersedes') or '{}')

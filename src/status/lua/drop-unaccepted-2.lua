@@ -5,24 +5,19 @@
 
   KEYS[1] event hash
   KEYS[2] vault entry
-  KEYS[3] events not yet planned (zset)
-  ARGV[1] event id
 
-  Returns 1 when dropped, 0 when it was accepted (it is taken off the zset only once planned),
-  or -1 when it may still be accepted.
+  Returns 1 when dropped, 2 when planned, 0 when accepted (not yet planned), 3 when there is no
+  such event, or -1 when it may still be accepted. The caller takes the id off the zset of events
+  not yet planned (another slot) on 1, 2 and 3.
 ]]
-if redis.call('HEXISTS', KEYS[1], '_planned') == 1 then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  return 0
-end
+if redis.call('HEXISTS', KEYS[1], '_planned') == 1 then return 2 end
 local by = redis.call('HGET', KEYS[1], '_acceptBy')
 if not by then
-  if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('ZREM', KEYS[3], ARGV[1]) end
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 3 end
   return 0
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 if now <= tonumber(by) then return -1 end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('ZREM', KEYS[3], ARGV[1])
 return 1

@@ -1,11 +1,12 @@
 --[[
   Records a received event, and seals its credential in the same step.
 
-  KEYS[1] event hash            (<prefix>:ev:<id>)
-  KEYS[2] vault entry           (<prefix>:vault:<id>)
-  KEYS[3] arrival sequence      (<prefix>:seq)
-  KEYS[4] events not yet planned (<prefix>:unplanned, zset: event id -> when last recorded;
-                                 planning takes an event out, a janitor drops those never accepted)
+  KEYS[1] event hash            (<prefix>:{u:<user>}:ev:<id>)
+  KEYS[2] vault entry           (<prefix>:vault:{u:<user>}:<id>)
+  KEYS[3] the user's arrival sequence (<prefix>:{u:<user>}:seq): ranks compare within one user only
+
+  The caller has put the id in `<prefix>:unplanned` (zset; another slot) before this step, so an
+  event recorded here but never accepted is always found by the janitor.
 
   ARGV[1] event meta (JSON)
   ARGV[2] sha256 of the body
@@ -16,7 +17,6 @@
           The event is then recorded as not yet accepted (`_acceptBy`): `accept-event` makes it
           count once its plan job is queued, before that deadline; the planner waits for that,
           and drops it if the deadline passes first.
-  ARGV[7] event id
 
   Returns:
   - 'created'
@@ -36,7 +36,6 @@ if existing then
   if cjson.decode(existing).bodyHash ~= ARGV[2] then return 'conflict' end
   if redis.call('HEXISTS', KEYS[1], '_planned') == 0 then
     if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5], 'NX') end
-    redis.call('ZADD', KEYS[4], now, ARGV[7]) -- a retry: not a candidate to drop for a while
     -- Not accepted yet: this retry gets its own chance to be.
     if ARGV[6] ~= '' and redis.call('HEXISTS', KEYS[1], '_acceptBy') == 1 then
       redis.call('HSET', KEYS[1], '_acceptBy', ARGV[6])
@@ -47,6 +46,5 @@ end
 redis.call('HSET', KEYS[1], '_meta', ARGV[1], '_seq', redis.call('INCR', KEYS[3]))
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], '_acceptBy', ARGV[6]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[4], now, ARGV[7])
 if ARGV[4] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
 return 'created'
