@@ -368,11 +368,11 @@ export class StatusStore {
         args.rateLimit.per,
       )) as [string, string, string?];
       if (verdict === 'limited') {
-        // The row says when it runs.
-        const row = await this.patchRowOf(args.eventId, args.username, args.app, ['scheduled', 'retrying'], {
+        // The row says when it runs (a row in another state, or gone, is the user's gate's to judge then).
+        await this.patchRowOf(args.eventId, args.username, args.app, ['scheduled', 'retrying'], {
           dueAt: Number(window),
         });
-        return row ? { verdict, waitMs: Number(wait) } : { verdict: 'gone' };
+        return { verdict, waitMs: Number(wait) };
       }
       slot = wait;
     }

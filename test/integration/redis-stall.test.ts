@@ -162,7 +162,8 @@ describe('Redis stalls or goes away halfway through a request', () => {
       proxy.add({ match: (w) => w.includes(`:ev:${id}`) && !w.includes('bodyHash'), action: 'holdWrite', ms: 3_000 });
       // The planner drops the never-accepted event; then its connection stalls before the plan job completes.
       const drop = proxy.add({
-        match: (w) => w.includes(`vault:${id}`) && w.includes('unplanned') && !w.includes('bodyHash'),
+        // drop-unaccepted: the event's key with its credential's, and no event body.
+        match: (w) => w.includes(`:ev:${id}`) && w.includes(`vault:`) && !w.includes('bodyHash'),
         action: 'holdAfter',
         ms: 4_000,
       });
