@@ -29,6 +29,20 @@ export type PasswordWrite =
   /** The directory's password policy refused the new password; `reason` is its own words. */
   | { outcome: 'policy'; reason: string };
 
+/** How long a self-service change waits to record its write as Ripple's own (see `own-writes.ts`). */
+const RECORD_OWN_WRITE_MS = 1_000;
+
+async function recordWithin(ms: number, work: Promise<void>, warn: (err: unknown) => void): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      warn(new Error(`not recorded within ${ms} ms`));
+      resolve();
+    }, ms);
+  });
+  await Promise.race([work.catch(warn), late]).finally(() => clearTimeout(timer));
+}
+
 /** Result codes with which a directory refuses a user's new password under its policy. */
 const POLICY_CODES = new Set([19, 53]);
 
@@ -106,7 +120,12 @@ export class Directory {
       if (own) await beginOwnWrite(own, user.dn, this.longestMs + 5_000);
       try {
         await client.exop(PASSWORD_MODIFY_OID, passwordModifyRequest(user.dn, next, current));
-        if (own) await recordOwnWrite(own, client, user.dn).catch((err) => own.warn(err, user.dn));
+        // Best effort, and bounded: the user's answer (and recording the change) must not wait on
+        // it. Until it lands, the pending mark keeps a watcher from taking the write for a change.
+        if (own)
+          await recordWithin(RECORD_OWN_WRITE_MS, recordOwnWrite(own, client, user.dn), (err) =>
+            own.warn(err, user.dn),
+          );
         return { outcome: 'changed', user } as const;
       } catch (err) {
         if (own) await abandonOwnWrite(own, user.dn).catch(() => {});

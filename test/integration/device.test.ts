@@ -151,7 +151,7 @@ describe('kind: device — computers catch up at their next login', () => {
     expect(Date.parse(String(item?.occurredAt))).toBeGreaterThan(0);
     await listed(t, b, [eventId]);
     // Parked: no delivery job holds a worker, no user+app lock is held while computers are away.
-    expect(await t.ripple.engine.redis.exists(`${t.prefix}:lock:macs:alice`)).toBe(0);
+    expect(await t.ripple.engine.redis.exists(t.ripple.engine.store.lockKey('macs', 'alice'))).toBe(0);
     expect(await t.ripple.engine.queues.delivery.get('device')?.getActiveCount()).toBe(0);
     expect((await t.status(eventId)).state).toBe('propagating');
     expect(await t.ripple.engine.services.devices?.hostnamesToPrompt('ALICE', eventId)).toEqual({

@@ -69,7 +69,9 @@ function config(receiverUrl: string, watch: Record<string, unknown> = {}, servic
 }
 
 const cursorKey = (t: TestRipple) => `${t.prefix}:source:{dir-watch}:cursor`;
-const sourceEvents = async (t: TestRipple) => (await t.ripple.engine.redis.keys(`${t.prefix}:ev:dir-watch.*`)).sort();
+/** The ids of the events the watcher recorded (event keys are `<prefix>:{u:…}:ev:<id>`, in their user's slot). */
+const sourceEvents = async (t: TestRipple) =>
+  (await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:dir-watch.*`)).map((k) => k.split(':ev:')[1]).sort();
 
 async function watching(t: TestRipple) {
   return t.waitFor('the first poll to set the cursor', () =>
@@ -96,7 +98,7 @@ describe('ldap-watch', () => {
       5_000,
     );
     expect(Date.now() - before).toBeLessThan(3_000);
-    const eventId = String(key).slice(`${t.prefix}:ev:`.length);
+    const eventId = String(key);
     const status = await t.waitForEvent(eventId, ['done']);
     expect(status.user).toMatchObject({ username: 'dora' });
     expect(status.source).toBe('dir-watch');

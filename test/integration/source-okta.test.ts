@@ -114,7 +114,7 @@ describe('okta: verification and refusals', () => {
       expect(res.status, JSON.stringify(headers)).toBe(401);
       expect(res.json).toMatchObject({ error: 'secret_invalid' });
     }
-    expect(await t.ripple.engine.redis.keys(`${t.prefix}:ev:*`)).toEqual([]);
+    expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:*`)).toEqual([]);
     expect(await metricValue(t, 'ripple_source_requests_total', { source: 'okta-prod', outcome: 'refused' })).toBe(4);
   });
 
@@ -154,7 +154,7 @@ describe('okta: verification and refusals', () => {
     const ignored = res.json.ignored as string[];
     expect(ignored[0]).toMatch(/user\.session\.start is not one of user\.account\.update_password/);
     expect(ignored[1]).toMatch(/outcome FAILURE, not SUCCESS/);
-    expect(await t.ripple.engine.redis.keys(`${t.prefix}:ev:*`)).toEqual([]);
+    expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:*`)).toEqual([]);
   });
 });
 

@@ -130,9 +130,9 @@ describe('ssf: a verified credential-change becomes a change', () => {
     );
     expect(res.status).toBe(202);
     expect(res.text).toBe('');
-    const keys = await t.ripple.engine.redis.keys(`${t.prefix}:ev:idp.*`);
+    const keys = await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:idp.*`);
     expect(keys).toHaveLength(1);
-    const eventId = String(keys[0]).slice(`${t.prefix}:ev:`.length);
+    const eventId = String(keys[0]).split(':ev:')[1] as string;
     const status = await t.waitForEvent(eventId, ['done']);
     expect(status.occurredAt).toBe(new Date(stamp * 1000).toISOString());
     expect(status.user).toEqual({ id: 'alice@example.org', username: 'alice' });
@@ -156,15 +156,13 @@ describe('ssf: a verified credential-change becomes a change', () => {
       const res = await push(t, await set({ subject }));
       expect(res.status).toBe(202);
     }
-    for (const key of await t.ripple.engine.redis.keys(`${t.prefix}:ev:idp.*`)) {
-      users.push(
-        String((await t.ripple.engine.store.getEvent(key.slice(`${t.prefix}:ev:`.length)))?.meta.user.username),
-      );
+    for (const key of await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:idp.*`)) {
+      users.push(String((await t.ripple.engine.store.getEvent(key.split(':ev:')[1] as string))?.meta.user.username));
     }
     expect(users.sort()).toEqual(['bob', 'carol']);
     const otp = await push(t, await set({ payload: { credential_type: 'app', change_type: 'update' } }));
     expect(otp.status).toBe(202);
-    expect(await t.ripple.engine.redis.keys(`${t.prefix}:ev:idp.*`)).toHaveLength(2);
+    expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:idp.*`)).toHaveLength(2);
     const phone = await push(t, await set({ subject: { format: 'phone_number', phone_number: '+4915112345678' } }));
     expect(phone).toMatchObject({ status: 400, json: { err: 'invalid_request' } });
   });
@@ -176,7 +174,7 @@ describe('ssf: a verified credential-change becomes a change', () => {
       await set({ type: VERIFICATION, payload: { state: 'abc' }, subject: { format: 'opaque', id: 'stream-1' } }),
     );
     expect(res.status).toBe(202);
-    expect(await t.ripple.engine.redis.keys(`${t.prefix}:ev:*`)).toEqual([]);
+    expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:*`)).toEqual([]);
   });
 
   it('session-revoked, when enabled, is a change only session apps act on', async () => {
@@ -186,8 +184,8 @@ describe('ssf: a verified credential-change becomes a change', () => {
       await set({ type: SESSION_REVOKED, payload: { event_timestamp: Math.floor(Date.now() / 1000) } }),
     );
     expect(res.status).toBe(202);
-    const [key] = await t.ripple.engine.redis.keys(`${t.prefix}:ev:idp.*`);
-    const status = await t.waitForEvent(String(key).slice(`${t.prefix}:ev:`.length), ['done']);
+    const [key] = await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:idp.*`);
+    const status = await t.waitForEvent(String(key).split(':ev:')[1] as string, ['done']);
     expect(status.apps.find((a) => a.app === 'audit')).toMatchObject({ state: 'skipped' });
     expect(String(status.apps.find((a) => a.app === 'audit')?.detail)).toMatch(
       /session revocation, which only session apps act on/,
@@ -195,7 +193,7 @@ describe('ssf: a verified credential-change becomes a change', () => {
     expect(receiver.requests).toHaveLength(0);
     const { t: off } = await ssfRipple();
     expect((await push(off, await set({ type: SESSION_REVOKED, payload: {} }))).status).toBe(202);
-    expect(await off.ripple.engine.redis.keys(`${off.prefix}:ev:*`)).toEqual([]);
+    expect(await off.ripple.engine.redis.keys(`${off.prefix}:*:ev:*`)).toEqual([]);
   });
 });
 
@@ -228,7 +226,7 @@ describe('ssf: every verification rule refuses with its RFC 8935 code', () => {
       expect(res.json.err, what).toBe(err);
       expect(String(res.json.description), what).toMatch(description);
     }
-    expect(await t.ripple.engine.redis.keys(`${t.prefix}:ev:*`)).toEqual([]);
+    expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:*`)).toEqual([]);
     // A replayed jti: accepted once, refused after.
     const jti = randomUUID();
     const token = await set({ jti });
