@@ -7,7 +7,6 @@ import { DeliveryError, errorMessage, PermanentDeliveryError, TransientDeliveryE
 import type {
   DeliveryContext,
   DeliveryResult,
-  PasswordChange,
   ProbeResult,
   TargetAdapter,
 } from '../../src/targets/adapter.js';
