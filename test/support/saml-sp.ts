@@ -8,6 +8,18 @@ import { NS, parseXml, readSoap, STATUS, soapEnvelope, soapFault } from '../../w
 
 samlify.setSchemaValidator(xmllint);
 
+/**
+ * The schema validator is xmllint compiled to WebAssembly: its first call compiles the module,
+ * which takes 5–11 s on these machines and blocks the event loop (the SP, and a Ripple in the same
+ * test process, stop answering). Done once, when this module is loaded, before any test starts a
+ * Ripple: never inside a delivery's timeout.
+ */
+await xmllint
+  .validate(
+    `<samlp:LogoutResponse xmlns:samlp="${NS.protocol}" ID="_w" Version="2.0" IssueInstant="2026-01-01T00:00:00Z"><samlp:Status><samlp:StatusCode Value="${STATUS.success}"/></samlp:Status></samlp:LogoutResponse>`,
+  )
+  .catch(() => undefined);
+
 export interface ReceivedLogout {
   id: string;
   issuer: string;
