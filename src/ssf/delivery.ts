@@ -63,7 +63,10 @@ export function streamQueue(connection: ConnectionOptions, prefix: string): Queu
   });
 }
 
-/** Asks for a drain of the stream in `delayMs`. */
+/** A short, job-id-safe name of a stream (BullMQ job ids may not hold `:`). */
+const streamKey = (streamId: string) => createHash('sha256').update(streamId).digest('base64url').slice(0, 20);
+
+/** Asks for a drain of the stream in `delayMs`; with `jobId`, once for all who ask with that id. */
 export async function drainLater(queue: Queue<DrainJob>, streamId: string, delayMs = 0, jobId?: string): Promise<void> {
   await queue.add('drain', { streamId }, { delay: Math.max(0, Math.ceil(delayMs)), ...(jobId ? { jobId } : {}) });
 }
@@ -139,12 +142,9 @@ export function startStreamDelivery(opts: {
     if (!(await store.lock(streamId, owner, lockMs))) {
       // Another drain sends this stream; it looks again before it lets go. Should it die
       // holding the lock, this one (one per stream) picks up once the lock has expired.
-      await drainLater(
-        queue,
-        streamId,
-        lockMs,
-        `w${createHash('sha256').update(streamId).digest('base64url').slice(0, 20)}-${Math.floor(Date.now() / lockMs)}`,
-      ).catch(() => {});
+      await drainLater(queue, streamId, lockMs, `w${streamKey(streamId)}-${Math.floor(Date.now() / lockMs)}`).catch(
+        () => {},
+      );
       return { stop: 'locked' };
     }
     let result: { stop: Stop; failure?: string } | undefined;
@@ -176,7 +176,8 @@ export function startStreamDelivery(opts: {
       const attempts = retry?.jti === set.jti ? retry.attempts : 0;
       const notBefore = Math.max(dueAt, retry?.jti === set.jti ? retry.until : 0);
       if (notBefore > Date.now()) {
-        await drainLater(queue, streamId, notBefore - Date.now());
+        // One job per (stream, time): every drain that stops here asks for the same one.
+        await drainLater(queue, streamId, notBefore - Date.now(), `l${streamKey(streamId)}-${notBefore}`);
         return { stop: 'later' };
       }
       const log = opts.log.child({ stream: streamId, jti: set.jti, txn: set.txn });
@@ -196,9 +197,9 @@ export function startStreamDelivery(opts: {
           return { stop: 'failed', failure: `${set.type} ${set.jti}: ${message}` };
         }
         const hinted = err instanceof DeliveryError ? err.retryAfterMs : undefined;
-        const wait = Math.min(MAX_BACKOFF_MS, hinted ?? BACKOFF_MS * 2 ** attempts);
-        await store.setRetry(streamId, { jti: set.jti, attempts: attempts + 1, until: Date.now() + wait });
-        await drainLater(queue, streamId, wait);
+        const until = Date.now() + Math.min(MAX_BACKOFF_MS, hinted ?? BACKOFF_MS * 2 ** attempts);
+        await store.setRetry(streamId, { jti: set.jti, attempts: attempts + 1, until });
+        await drainLater(queue, streamId, until - Date.now(), `l${streamKey(streamId)}-${until}`);
         return { stop: 'later' };
       }
       await store.renewLock(streamId, owner, lockMs);
