@@ -410,6 +410,8 @@ async function emit(args: string[]): Promise<number> {
       groups: values.groups ? values.groups.split(',').filter(Boolean) : [],
     },
     source: values.source,
+    // An admin running `ripple emit` resets someone's password: receivers see initiating_entity admin.
+    initiator: 'admin',
   };
   if (values['password-stdin']) {
     const password = readFileSync(0, 'utf8').replace(/\r?\n$/, '');

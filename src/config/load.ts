@@ -97,22 +97,31 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
     checkReach(apps, traitsOf, { key: 'vault.ttl', ms: service.vault.ttl }, errors);
     checkReach(apps, traitsOf, { key: 'status.retention', ms: service.status.retention }, errors);
     warnings.push(...rateLimitWarnings(apps, traitsOf, service.vault.ttl));
-    const sessionApp = apps.find((a) => a.enabled && a.category === 'session');
-    if (sessionApp && !service.issuer) {
+    const needs = (a: AppConfig, what: 'issuer' | 'signing') => {
+      const adapter = (targetKinds as Record<string, TargetAdapter>)[a.kind];
+      const need = adapter?.needsService?.(a.settings) ?? {
+        issuer: a.category === 'session',
+        signing: a.category === 'session',
+      };
+      return a.enabled && need[what];
+    };
+    const issuerApp = apps.find((a) => needs(a, 'issuer'));
+    const signingApp = apps.find((a) => needs(a, 'signing'));
+    if (issuerApp && !service.issuer) {
       errors.push(
         new ConfigError(
           serviceFile,
           'issuer',
-          `required by ${sessionApp.kind} app "${sessionApp.id}" (Ripple's public URL)`,
+          `required by ${issuerApp.kind} app "${issuerApp.id}" (Ripple's public URL)`,
         ),
       );
     }
-    if (sessionApp && !service.signing) {
+    if (signingApp && !service.signing) {
       errors.push(
         new ConfigError(
           serviceFile,
           'signing',
-          `required by ${sessionApp.kind} app "${sessionApp.id}" (keys to sign with)`,
+          `required by ${signingApp.kind} app "${signingApp.id}" (keys to sign with)`,
         ),
       );
     }

@@ -77,7 +77,11 @@ export const serviceSchema = z.strictObject({
     .default({ retention: 30 * 86_400_000 }),
   metrics: z.strictObject({ public: z.boolean().default(false) }).default({ public: false }),
   /** Ripple's public base URL (used in statusUrl, SAML metadata and as token issuer). */
-  issuer: z.url().optional(),
+  // Without a trailing slash, once: it is the `iss` of SETs and tokens and the base of every published URL.
+  issuer: z
+    .url()
+    .transform((u) => u.replace(/\/+$/, ''))
+    .optional(),
   /** Keys Ripple signs SAML LogoutRequests and OIDC logout tokens with (first = active). */
   signing: signingSchema.optional(),
   /** The desktop-app API and the portal: users change their own password (see src/selfservice/). */

@@ -37,6 +37,8 @@ export const eventBodySchema = z.strictObject({
     groups: z.array(z.string().min(1).max(256)).max(1000).default([]),
   }),
   source: z.string().min(1).max(64),
+  /** Who started the change: the user themselves, an admin (a reset), or a system (sync, policy). */
+  initiator: z.enum(['user', 'admin', 'system'], { error: 'must be user, admin or system' }).optional(),
   credential: z.strictObject({ password: z.string().min(1).max(1024) }).optional(),
 });
 

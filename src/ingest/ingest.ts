@@ -126,6 +126,7 @@ export async function ingestEvent(
       id: eventId,
       occurredAt: body.occurredAt,
       source: body.source,
+      ...(body.initiator ? { initiator: body.initiator } : {}),
       user: body.user,
       password: body.credential?.password,
       bodyHash: createHash('sha256').update(raw).digest('hex'),

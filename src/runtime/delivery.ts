@@ -338,7 +338,7 @@ async function settledWithin(work: Promise<unknown>, ms: number): Promise<'settl
 }
 
 /** An adapter that ignores its signal must not hold the worker past the settle limit. */
-function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+export function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason);
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason);

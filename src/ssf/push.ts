@@ -38,14 +38,14 @@ export async function pushSet(opts: {
       refusal = JSON.parse(body) as typeof refusal;
     } catch {}
     if (typeof refusal.err === 'string') {
-      const description = typeof refusal.description === 'string' ? `: ${excerpt(refusal.description)}` : '';
+      const description = typeof refusal.description === 'string' ? `: ${excerpt(refusal.description, res)}` : '';
       throw new PermanentDeliveryError(
         'SSF_REFUSED',
-        redactSecrets(`the receiver refused the SET: ${excerpt(refusal.err)}${description}`),
+        redactSecrets(`the receiver refused the SET: ${excerpt(refusal.err, res)}${description}`),
       );
     }
   }
-  const text = excerpt(body);
+  const text = excerpt(body, res);
   throw httpStatusError(res, `SET push: HTTP ${res.status}${text ? `: ${text}` : ''}`, {
     retryable: 'SSF_HTTP_STATUS',
     permanent: 'SSF_REFUSED',

@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { presentedToken } from '../api/admin-auth.js';
 import { invalidRequest, refusal } from '../api/refusal.js';
 import type { Engine } from '../runtime/engine.js';
-import { enqueueStreamSets, streamQueue, streamsApp } from './delivery.js';
+import { drainLater, enqueueStreamSets, streamQueue, streamsApp } from './delivery.js';
+import { endpointProblem } from './endpoint-guard.js';
 import { EVENT_TYPES, opaqueSubject, PUSH_DELIVERY, parseSubjectId } from './set.js';
 import { type Receiver, type Stream, StreamStore } from './streams.js';
 
@@ -18,6 +19,7 @@ import { type Receiver, type Stream, StreamStore } from './streams.js';
 /** Event types a stream can ask for. */
 export const EVENTS_SUPPORTED = [EVENT_TYPES.credentialChange, EVENT_TYPES.sessionRevoked];
 
+const STREAM_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const LOOPBACK = /^http:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//;
 const delivery = z.strictObject({
   method: z.literal(PUSH_DELIVERY, { error: `only push delivery (${PUSH_DELIVERY}) is supported` }),
@@ -122,11 +124,27 @@ export const ssfTransmitterRoutes: FastifyPluginAsync<{ engine: Engine; issuer: 
     return undefined;
   }
 
+  /** Refuses (400, naming delivery.endpoint_url) an endpoint on a non-public address, unless the admin allows it. */
+  async function refuseEndpoint(url: string | undefined, reply: FastifyReply): Promise<boolean> {
+    if (url === undefined || settings?.allowPrivateEndpoints) return false;
+    const problem = await endpointProblem(url);
+    if (!problem) return false;
+    void reply
+      .code(400)
+      .send(
+        refusal('invalid_request', `delivery.endpoint_url: ${problem}`, [
+          { field: 'delivery.endpoint_url', message: problem },
+        ]),
+      );
+    return true;
+  }
+
   /** The caller's own stream, or a 404 sent (another receiver's stream is not found either). */
   async function own(req: FastifyRequest, reply: FastifyReply, id: string): Promise<Stream | undefined> {
-    const stream = await store.get(id);
+    // Ripple's stream ids are UUIDs; anything else (e.g. `<id>:subjects`, another key's name) names no stream.
+    const stream = STREAM_ID.test(id) ? await store.get(id) : undefined;
     if (stream && stream.receiver === req.ssfReceiver?.name) return stream;
-    void reply.code(404).send(refusal('not_found', `no stream ${id} for this receiver`));
+    void reply.code(404).send(refusal('not_found', `no stream ${JSON.stringify(id.slice(0, 100))} for this receiver`));
     return undefined;
   }
 
@@ -151,6 +169,7 @@ export const ssfTransmitterRoutes: FastifyPluginAsync<{ engine: Engine; issuer: 
     api.post('/ssf/streams', async (req, reply) => {
       const body = parse(createBody, req.body, reply);
       if (!body) return reply;
+      if (await refuseEndpoint(body.delivery.endpoint_url, reply)) return reply;
       const receiver = req.ssfReceiver as Receiver;
       const { authorization_header, ...push } = body.delivery;
       const stream = await store.create(
@@ -175,6 +194,7 @@ export const ssfTransmitterRoutes: FastifyPluginAsync<{ engine: Engine; issuer: 
       if (!body) return reply;
       const stream = await own(req, reply, body.stream_id);
       if (!stream) return reply;
+      if (await refuseEndpoint(body.delivery?.endpoint_url, reply)) return reply;
       let authorization: string | null | undefined;
       if (body.delivery) {
         const { authorization_header, ...push } = body.delivery;
@@ -216,17 +236,12 @@ export const ssfTransmitterRoutes: FastifyPluginAsync<{ engine: Engine; issuer: 
       const was = stream.status;
       stream.status = body.status;
       stream.reason = body.reason;
-      await store.save(stream);
-      // Resumed: what the pause held goes out now, oldest first (it was due already).
-      let released = 0;
-      if (body.status === 'enabled' && was !== 'enabled') {
-        const held = await store.takeHeld(stream.stream_id);
-        await enqueueStreamSets(queue, stream.stream_id, held, 0);
-        released = held.length;
-      }
-      // Disabled: what was held is dropped, as SSF 1.0 §8.1.2 says of a disabled stream.
-      if (body.status === 'disabled') await store.takeHeld(stream.stream_id);
-      req.log.info({ stream: stream.stream_id, status: body.status, was, released }, 'SSF stream status set');
+      // Disabled: the pending SETs are dropped with it, as SSF 1.0 §8.1.2 says of a disabled stream.
+      await store.setStatus(stream);
+      // Resumed: the SETs the pause kept go out now, oldest first (the one drain sends them in order).
+      const pending = await store.pendingCount(stream.stream_id);
+      if (body.status === 'enabled' && pending > 0) await drainLater(queue, stream.stream_id);
+      req.log.info({ stream: stream.stream_id, status: body.status, was, pending }, 'SSF stream status set');
       return statusView(stream);
     });
 
@@ -242,6 +257,7 @@ export const ssfTransmitterRoutes: FastifyPluginAsync<{ engine: Engine; issuer: 
           .send(refusal('too_many_requests', `one verification per ${Math.ceil(minInterval / 1000)}s per stream`));
       }
       await enqueueStreamSets(
+        store,
         queue,
         stream.stream_id,
         [
@@ -252,7 +268,7 @@ export const ssfTransmitterRoutes: FastifyPluginAsync<{ engine: Engine; issuer: 
             jti: randomUUID(),
           },
         ],
-        0,
+        Date.now(),
       );
       return reply.code(204).send();
     });

@@ -40,6 +40,17 @@ export interface StreamSet {
   txn?: string | undefined;
 }
 
+/**
+ * Replaces a receiver's token: drops the previous token's key (KEYS[1] holds its hash; ARGV[1] is
+ * the token key prefix), records the new hash and maps it to the receiver.
+ */
+const REPLACE_TOKEN = `
+local old = redis.call('HGET', KEYS[1], 'tokenHash')
+if old then redis.call('DEL', ARGV[1] .. old) end
+redis.call('HSET', KEYS[1], 'name', ARGV[2], 'delay', ARGV[3], 'tokenHash', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[2])
+`;
+
 const hashToken = (token: string) => createHash('sha256').update(token).digest('base64url');
 
 export class StreamStore {
@@ -60,12 +71,17 @@ export class StreamStore {
    */
   async issueToken(name: string, delay: number): Promise<string> {
     const token = `ssf_${randomBytes(32).toString('base64url')}`;
-    const old = await this.redis.hget(this.k('receiver', name), 'tokenHash');
-    const multi = this.redis.multi();
-    if (old) multi.del(this.k('token', old));
-    multi.hset(this.k('receiver', name), { name, delay: String(delay), tokenHash: hashToken(token) });
-    multi.set(this.k('token', hashToken(token)), name);
-    await multi.exec();
+    // One script: two issues at once must not both read the same old hash and both stay valid.
+    await this.redis.eval(
+      REPLACE_TOKEN,
+      2,
+      this.k('receiver', name),
+      this.k('token', hashToken(token)),
+      this.k('token', ''),
+      name,
+      String(delay),
+      hashToken(token),
+    );
     return token;
   }
 
@@ -135,7 +151,8 @@ export class StreamStore {
         this.k('stream', id, 'authorization'),
         this.k('stream', id, 'subjects'),
         this.k('stream', id, 'excluded'),
-        this.k('stream', id, 'held'),
+        this.k('stream', id, 'pending'),
+        this.k('stream', id, 'retry'),
         this.k('stream', id, 'verified'),
       )
       .srem(this.k('streams'), id)
@@ -172,16 +189,117 @@ export class StreamStore {
     return (await this.redis.set(this.k('stream', id, 'verified'), '1', 'PX', intervalMs, 'NX')) === 'OK';
   }
 
-  /** Holds a SET for a paused stream. */
-  async hold(id: string, set: StreamSet): Promise<void> {
-    await this.redis.rpush(this.k('stream', id, 'held'), JSON.stringify(set));
+  /**
+   * Appends SETs to the stream's pending list, in order, each at most once: a per-(stream, jti)
+   * marker outlives the SET's delivery (`markerTtlS`), so a retried app delivery or a re-run adds
+   * nothing twice. Nothing is added to a disabled or deleted stream (checked in the same script,
+   * so a SET cannot slip in after `disabled` dropped the list). Returns how many were added, or
+   * -1 when the stream takes none.
+   */
+  async enqueue(id: string, items: PendingSet[], markerTtlS: number): Promise<number> {
+    if (items.length === 0) return 0;
+    return (await this.redis.eval(
+      ENQUEUE,
+      2 + items.length,
+      this.k('stream', id),
+      this.k('stream', id, 'pending'),
+      ...items.map((i) => this.k('stream', id, 'queued', i.set.jti)),
+      String(markerTtlS),
+      ...items.map((i) => JSON.stringify(i)),
+    )) as number;
   }
 
-  /** Takes every held SET, oldest first (atomically, so two resumes do not both get them). */
-  async takeHeld(id: string): Promise<StreamSet[]> {
-    const key = this.k('stream', id, 'held');
-    const [[, items] = []] =
-      ((await this.redis.multi().lrange(key, 0, -1).del(key).exec()) as [Error | null, string[]][] | null) ?? [];
-    return (items ?? []).map((s) => JSON.parse(s) as StreamSet);
+  /** The oldest pending SET (raw, to remove exactly it later), or undefined. */
+  async head(id: string): Promise<{ raw: string; item: PendingSet } | undefined> {
+    const raw = await this.redis.lindex(this.k('stream', id, 'pending'), 0);
+    return raw ? { raw, item: JSON.parse(raw) as PendingSet } : undefined;
+  }
+
+  async pendingCount(id: string): Promise<number> {
+    return this.redis.llen(this.k('stream', id, 'pending'));
+  }
+
+  /** Removes the oldest pending SET if it is still `raw` (a disable may have dropped it meanwhile), and its retry state. */
+  async done(id: string, raw: string): Promise<void> {
+    await this.redis.eval(POP_IF_HEAD, 2, this.k('stream', id, 'pending'), this.k('stream', id, 'retry'), raw);
+  }
+
+  /** The retry state of the oldest pending SET: its jti, the pushes tried, and when to try next (epoch ms). */
+  async retryState(id: string): Promise<{ jti: string; attempts: number; until: number } | undefined> {
+    const h = await this.redis.hgetall(this.k('stream', id, 'retry'));
+    return h.jti ? { jti: h.jti, attempts: Number(h.attempts), until: Number(h.until) } : undefined;
+  }
+
+  async setRetry(id: string, state: { jti: string; attempts: number; until: number }): Promise<void> {
+    await this.redis.hset(this.k('stream', id, 'retry'), {
+      jti: state.jti,
+      attempts: String(state.attempts),
+      until: String(state.until),
+    });
+  }
+
+  /**
+   * The per-stream delivery lock: one drain at a time sends a stream's SETs, so they leave in
+   * order. Taken for `ms` (renewed per SET); `owner` releases it.
+   */
+  async lock(id: string, owner: string, ms: number): Promise<boolean> {
+    return (await this.redis.set(this.k('stream', id, 'lock'), owner, 'PX', ms, 'NX')) === 'OK';
+  }
+
+  async renewLock(id: string, owner: string, ms: number): Promise<boolean> {
+    return (await this.redis.eval(RENEW_IF_OWNER, 1, this.k('stream', id, 'lock'), owner, String(ms))) === 1;
+  }
+
+  async unlock(id: string, owner: string): Promise<void> {
+    await this.redis.eval(DEL_IF_OWNER, 1, this.k('stream', id, 'lock'), owner);
+  }
+
+  /**
+   * Saves a status change; `disabled` drops every pending SET in the same transaction (SSF 1.0
+   * §8.1.2), so none queued before it can be sent after it.
+   */
+  async setStatus(stream: Stream): Promise<void> {
+    const multi = this.redis.multi().set(this.k('stream', stream.stream_id), JSON.stringify(stream));
+    if (stream.status === 'disabled') {
+      multi.del(this.k('stream', stream.stream_id, 'pending'), this.k('stream', stream.stream_id, 'retry'));
+    }
+    await multi.exec();
   }
 }
+
+/** A SET waiting in a stream's pending list, and when it is due (epoch ms: arrival plus the receiver's delay). */
+export interface PendingSet {
+  set: StreamSet;
+  dueAt: number;
+}
+
+/** KEYS: stream, pending, one marker per item; ARGV: marker TTL (s), the items. */
+const ENQUEUE = `
+local json = redis.call('GET', KEYS[1])
+if not json then return -1 end
+if cjson.decode(json).status == 'disabled' then return -1 end
+local added = 0
+for i = 3, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'EX', ARGV[1], 'NX') then
+    redis.call('RPUSH', KEYS[2], ARGV[i - 1])
+    added = added + 1
+  end
+end
+return added
+`;
+
+/** KEYS: pending, retry; ARGV: the raw head expected. */
+const POP_IF_HEAD = `
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[1] then redis.call('LPOP', KEYS[1]) end
+redis.call('DEL', KEYS[2])
+`;
+
+const RENEW_IF_OWNER = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+`;
+
+const DEL_IF_OWNER = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;

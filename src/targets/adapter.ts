@@ -115,5 +115,10 @@ export interface TargetAdapter<K extends string = string, S = unknown> {
    * run by the config loader after each app is valid on its own: each problem names the app file and key.
    */
   checkApps?(apps: readonly AppConfig<S>[]): { file: string; key: string; reason: string }[];
+  /**
+   * What of ripple.yaml an app of this kind needs, by its settings: `issuer` (Ripple's public URL)
+   * and `signing` keys. Session kinds need both unless they say otherwise here; other kinds neither.
+   */
+  needsService?(settings: S): { issuer: boolean; signing: boolean };
   create(app: AppConfig<S>, services: EngineServices): Target;
 }

@@ -30,8 +30,42 @@ const EXCERPT_SCAN = 16 * 1024;
  * The start of a response body, on one line, with any secret it echoes redacted, for an error
  * message. Redacted before it is cut, so a secret the cut would split is recognised whole.
  */
-export function excerpt(text: string): string {
-  return redactSecrets(text.slice(0, EXCERPT_SCAN)).replace(/\s+/g, ' ').trim().slice(0, EXCERPT);
+export function excerpt(text: string, from?: Response): string {
+  return redactSent(redactSecrets(text.slice(0, EXCERPT_SCAN)), from)
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, EXCERPT);
+}
+
+/**
+ * The credentials each answer's request carried (its `Authorization` value, and that value
+ * without its scheme), so that a peer quoting them back in an error body ("Bearer abc… is not
+ * valid") does not put them in `lastError`, Redis or the logs: no pattern knows a receiver's
+ * own token format, but Ripple knows exactly what it sent.
+ */
+const sentSecrets = new WeakMap<Response, string[]>();
+
+/** Shorter values are not masked: they would mask ordinary words of the message. */
+const MIN_SENT_SECRET = 8;
+
+function rememberSent(res: Response, headers: HeadersInit | undefined): void {
+  const authorization = new Headers(headers).get('authorization');
+  if (!authorization) return;
+  const credentials = authorization.replace(/^\S+\s+/, '').trim();
+  const values = [authorization, credentials].filter((v) => v.length >= MIN_SENT_SECRET);
+  // Longest first, so the whole header is masked before its credential part.
+  if (values.length > 0)
+    sentSecrets.set(
+      res,
+      values.sort((a, b) => b.length - a.length),
+    );
+}
+
+/** `text` with every credential the request behind `from` carried replaced by `***`. */
+export function redactSent(text: string, from?: Response): string {
+  const values = from ? sentSecrets.get(from) : undefined;
+  if (!values) return text;
+  return values.reduce((out, v) => out.split(v).join('***'), text);
 }
 
 /**
@@ -68,7 +102,9 @@ export async function fetchTarget(url: string, init: RequestInit, code: string):
     // Not a URL: let fetch say so.
   }
   try {
-    return await fetch(target, request);
+    const res = await fetch(target, request);
+    rememberSent(res, request.headers);
+    return res;
   } catch (err) {
     throw new TransientDeliveryError(
       code,
@@ -88,11 +124,11 @@ export function httpStatusError(
   codes: { retryable: string; permanent: string },
 ): DeliveryError {
   if (res.status === 408 || res.status === 429 || res.status >= 500) {
-    return new TransientDeliveryError(codes.retryable, redactSecrets(message), {
+    return new TransientDeliveryError(codes.retryable, redactSent(redactSecrets(message), res), {
       retryAfterMs: parseRetryAfter(res.headers.get('retry-after')),
     });
   }
-  return new PermanentDeliveryError(codes.permanent, redactSecrets(message));
+  return new PermanentDeliveryError(codes.permanent, redactSent(redactSecrets(message), res));
 }
 
 /** True for a 3xx answer (with `redirect: 'manual'`, fetch hands it back instead of following it). */

@@ -175,6 +175,23 @@ describe('kind: gtr against an app that authenticates Ripple at a real authoriza
     expect(as.tokenRequests.filter((r) => r === 'gtr-basic issued').length - before).toBe(2);
   });
 
+  it('a burst of changes (a forced reset) shares one access token instead of one token request each', async () => {
+    const { services, app, target } = setup(methods['client credentials, client_secret_basic']());
+    const before = as.tokenRequests.filter((r) => r === 'gtr-basic issued').length;
+    // 20 = the gtr worker's concurrency: 20 users' changes delivered at the same moment, no token cached yet.
+    const users = Array.from({ length: 20 }, (_, i) => `u${i}@example.org`);
+    for (const u of users) gtr.sessions.set(u, 1);
+    const results = await Promise.all(
+      users.map((email, i) =>
+        target.deliver(deliveryContext(app, passwordChange({ username: `u${i}`, email }), services)),
+      ),
+    );
+    expect(results.map((r) => r.outcome)).toEqual(users.map(() => 'done'));
+    expect(users.map((u) => gtr.sessions.get(u))).toEqual(users.map(() => 0));
+    // README: "deliveries that need a token at the same moment share one token request".
+    expect(as.tokenRequests.filter((r) => r === 'gtr-basic issued').length - before).toBe(1);
+  });
+
   it('a wrong client secret is refused by the authorization server: failed, not retried, secret not shown', async () => {
     const { services, app, target } = setup({
       auth: {

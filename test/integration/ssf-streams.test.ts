@@ -9,7 +9,7 @@ import { freePort } from '../../src/util/server-process.js';
 import { runCli } from '../support/cli.js';
 import { findInRedis } from '../support/redis-scan.js';
 import { passwordChanged, startRipple, startTestRedis, type TestRipple, writeConfig } from '../support/ripple.js';
-import { startTestReceiver, type TestReceiver } from '../support/ssf-receiver.js';
+import { startTestReceiver, type TestReceiver, until } from '../support/ssf-receiver.js';
 
 /**
  * Ripple as an SSF transmitter, end to end: an admin issues a receiver token with the CLI, the
@@ -39,7 +39,7 @@ beforeAll(async () => {
         id: 'transmitter',
         kind: 'ssf',
         retry: { attempts: 3, backoff: '100ms', maxBackoff: '1s' },
-        ssf: { streams: { defaultSubjects: 'NONE', minVerificationInterval: '3s' } },
+        ssf: { streams: { defaultSubjects: 'NONE', minVerificationInterval: '3s', allowPrivateEndpoints: true } },
       },
     ],
     {
@@ -81,16 +81,6 @@ const api = (path: string, init: { method?: string; body?: unknown; token?: stri
     },
     ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}),
   });
-
-async function until<T>(what: string, check: () => T | undefined | false, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const v = check();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe('Ripple as an SSF transmitter', () => {
   let streamId = '';

@@ -98,3 +98,14 @@ export async function startTestReceiver(opts: {
     });
   return receiver;
 }
+
+/** Polls `check` every 50 ms until it gives a value, or fails naming `what` after `ms`. */
+export async function until<T>(what: string, check: () => T | undefined | false, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const v = check();
+    if (v) return v;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

@@ -64,6 +64,11 @@ export const gtrAdapter: TargetAdapter<'gtr', GtrSettings> = {
   honoursRetryAfter: true,
   concurrency: 20,
   settings: () => settings,
+  // A static bearer with an email or opaque subject signs nothing and names no issuer.
+  needsService: (s) => ({
+    issuer: s.subject.format === 'iss_sub' && !s.subject.iss,
+    signing: 'privateKeyJwt' in s.auth,
+  }),
   create(app, services) {
     const s = app.settings;
     const issuer = services.config.issuer ?? '';
@@ -124,7 +129,7 @@ export const gtrAdapter: TargetAdapter<'gtr', GtrSettings> = {
           await res.body?.cancel().catch(() => {});
           throw redirectRefusal(res, 'GTR_REFUSED', 'gtr.endpoint');
         }
-        const text = excerpt(await res.text().catch(() => ''));
+        const text = excerpt(await res.text().catch(() => ''), res);
         if (res.status === 422) {
           throw new PermanentDeliveryError(
             'GTR_UNABLE',

@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { importPKCS8 } from 'jose';
 import * as client from 'openid-client';
 import { PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
+import { raceAbort } from '../../src/runtime/delivery.js';
 import type { SigningKey } from '../../src/signing/keys.js';
 import { describeFetchError } from '../../src/targets/http.js';
 import { redactSecrets } from '../../src/util/redact.js';
@@ -30,6 +31,7 @@ const EARLY_MS = 30_000;
 export class AccessTokens {
   private config: Promise<client.Configuration> | undefined;
   private cached: { token: string; until: number } | undefined;
+  private inFlight: Promise<string> | undefined;
   private readonly signal = new AsyncLocalStorage<AbortSignal>();
 
   constructor(private readonly settings: TokenSettings) {}
@@ -77,9 +79,22 @@ export class AccessTokens {
     this.cached = undefined;
   }
 
-  /** A valid access token: the cached one, or a new one from the token endpoint. */
+  /**
+   * A valid access token: the cached one, or a new one from the token endpoint. Deliveries that
+   * need one at the same moment (a forced reset sends many) share one token request.
+   */
   async get(signal: AbortSignal): Promise<string> {
     if (this.cached && this.cached.until > Date.now()) return this.cached.token;
+    if (!this.inFlight) {
+      this.inFlight = this.request(signal).finally(() => {
+        this.inFlight = undefined;
+      });
+    }
+    // Each caller still stops waiting when its own delivery is aborted.
+    return raceAbort(this.inFlight, signal);
+  }
+
+  private request(signal: AbortSignal): Promise<string> {
     return this.signal.run(signal, async () => {
       let config: client.Configuration;
       try {

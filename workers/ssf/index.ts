@@ -36,6 +36,11 @@ const settings = z
         defaultSubjects: z.enum(['ALL', 'NONE']).default('NONE'),
         /** The least time between two verification requests of one stream. */
         minVerificationInterval: duration().default(30_000),
+        /**
+         * Let receivers point streams at loopback, private or link-local addresses. Off: a
+         * receiver (a remote party) could otherwise aim Ripple at services only Ripple's host reaches.
+         */
+        allowPrivateEndpoints: z.boolean().default(false),
       })
       .optional(),
   })
@@ -64,6 +69,15 @@ export const ssfAdapter: TargetAdapter<'ssf', SsfSettings> = {
   honoursRetryAfter: true,
   concurrency: 20,
   settings: () => settings,
+  // Two streams apps would each queue every change for every stream: one stands for them all.
+  checkApps(apps) {
+    const withStreams = apps.filter((a) => a.settings.streams);
+    return withStreams.slice(1).map((a) => ({
+      file: a.file,
+      key: 'ssf.streams',
+      reason: `only one ssf app may have streams (app "${withStreams[0]?.id}" in ${withStreams[0]?.file} already does)`,
+    }));
+  },
   create(app, services) {
     const s = app.settings;
     const issuer = services.config.issuer;

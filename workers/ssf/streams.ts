@@ -49,12 +49,15 @@ export function streamsTarget(app: AppConfig<SsfSettings>, services: EngineServi
         }).filter((set) => stream.events_requested.includes(set.type));
         if (sets.length === 0) continue;
         const dueAt = Date.parse(event.receivedAt) + (receiver?.delay ?? 0);
-        await enqueueStreamSets(
+        const added = await enqueueStreamSets(
+          store,
           jobs(),
           stream.stream_id,
           sets.map(({ type, subject, payload, jti }) => ({ type, subject, payload, jti, txn: event.id })),
-          dueAt - Date.now(),
+          dueAt,
         );
+        // -1: disabled or deleted meanwhile; 0: a retry of this delivery, queued already.
+        if (added < 0) continue;
         queued += sets.length;
         names.push(`${stream.receiver}/${stream.stream_id.slice(0, 8)}`);
       }
