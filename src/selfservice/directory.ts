@@ -30,7 +30,7 @@ export type PasswordWrite =
   | { outcome: 'changed'; user: DirectoryUser }
   | { outcome: 'invalid_credentials' }
   /** The directory's password policy refused the new password; `reason` is its own words. */
-  | { outcome: 'policy'; reason: string };
+  | { outcome: 'policy'; reason: string; user: DirectoryUser };
 
 /** How long a self-service change waits to record its write as Ripple's own (see `own-writes.ts`). */
 const RECORD_OWN_WRITE_MS = 1_000;
@@ -109,18 +109,29 @@ export class Directory {
   /**
    * Binds as the user with `current`, asks `beforeWrite` (e.g. the MFA code check: a reason to
    * stop, or undefined to go on), then has the directory change it to `next` under its policy.
-   * `beforeWrite` may wait up to `waitMs` (for the directory lock) on top of the app's timeouts.
+   * `beforeWrite` may wait up to `waitMs` (for the directory lock) on top of the app's timeouts;
+   * after such a wait it calls `stillBinds()`, since the password may have changed meanwhile
+   * (a delivery it waited for), before it consumes anything such as a one-time code.
    */
   async changePassword<Stop>(
     username: string,
     current: string,
     next: string,
-    beforeWrite: (user: DirectoryUser) => Promise<Stop | undefined>,
+    beforeWrite: (user: DirectoryUser, stillBinds: () => Promise<boolean>) => Promise<Stop | undefined>,
     waitMs = 0,
-  ): Promise<PasswordWrite | { outcome: 'stopped'; why: Stop }> {
+  ): Promise<PasswordWrite | { outcome: 'stopped'; why: Stop; user: DirectoryUser }> {
     const written = await this.asUser(username, current, waitMs, async (user, client) => {
-      const why = await beforeWrite(user);
-      if (why !== undefined) return { outcome: 'stopped', why } as const;
+      const stillBinds = async () => {
+        try {
+          await client.bind(user.dn, current);
+          return true;
+        } catch (err) {
+          if (err instanceof ResultCodeError && err.code === 49) return false;
+          throw classifyLdapError(err, `bind as ${user.dn}`);
+        }
+      };
+      const why = await beforeWrite(user, stillBinds);
+      if (why !== undefined) return { outcome: 'stopped', why, user } as const;
       const own = this.own;
       if (own) await beginOwnWrite(own, user.dn, this.longestMs + 5_000);
       try {
@@ -138,6 +149,7 @@ export class Directory {
           return {
             outcome: 'policy',
             reason: diagnostic(err) || 'the directory refused the new password under its password policy',
+            user,
           } as const;
         }
         if (err instanceof ResultCodeError && err.code === 49) return undefined;

@@ -243,18 +243,19 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
   };
 
   /**
-   * The directory app's user+app lock (the one its deliveries take), held from before the
-   * directory is written until the change is planned. A delivery of an older change still in
+   * The directory app's user+app lock (the one its deliveries take), keyed by the directory's
+   * own name for the user (never the typed spelling), taken once the directory has authenticated
+   * them and held until the change is planned. A delivery of an older change still in
    * flight is waited for (it must not land after the user's); one that would start meanwhile
    * waits, and once this change is planned it finds itself superseded. Undefined when busy.
    */
   const lockTtl = directory.longestMs + 5_000;
-  const holdDirectory = async (username: string): Promise<string | undefined> => {
+  const holdDirectory = async (username: string): Promise<{ token: string; waited: boolean } | undefined> => {
     const key = engine.store.lockKey(config.directory, username);
     const token = `self-service:${randomUUID()}#0`;
     const until = performance.now() + LOCK_WAIT_MS;
-    for (;;) {
-      if ((await engine.redis.set(key, token, 'PX', lockTtl, 'NX')) === 'OK') return token;
+    for (let waited = false; ; waited = true) {
+      if ((await engine.redis.set(key, token, 'PX', lockTtl, 'NX')) === 'OK') return { token, waited };
       if (performance.now() >= until) return undefined;
       await sleep(50);
     }
@@ -290,16 +291,18 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
       input.username,
       input.currentPassword,
       input.newPassword,
-      async (user): Promise<SelfServiceRefusal | undefined> => {
+      async (user, stillBinds): Promise<SelfServiceRefusal | undefined> => {
         // From here on the user is the directory's entry (user.username), never the typed spelling.
-        const token = await holdDirectory(user.username);
-        if (token === undefined) {
+        const lock = await holdDirectory(user.username);
+        if (lock === undefined) {
           throw new RippleError(
             'SELF_SERVICE_BUSY',
             'another change of your password is being applied to the directory right now; try again in a minute',
           );
         }
-        held({ username: user.username, token });
+        held({ username: user.username, token: lock.token });
+        // A delivery it waited for (an admin reset) may have changed the password: then it is wrong now.
+        if (lock.waited && !(await stillBinds())) return INVALID_CREDENTIALS;
         // Only once the password is right: no code check, and no hint, for a stranger.
         if (input.deviceId !== undefined && input.deviceToken !== undefined) {
           const ok = verifyDevice ? await verifyDevice(input.deviceId, input.deviceToken, user.username) : false;
@@ -325,13 +328,13 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
       return refused('password change', typed(input.username), client, INVALID_CREDENTIALS, source);
     }
     if (written.outcome === 'stopped') {
-      return refused('password change', typed(input.username), client, written.why, source);
+      return refused('password change', known(written.user.username), client, written.why, source);
     }
     if (written.outcome === 'policy') {
       await attempt.succeed();
       return refused(
         'password change',
-        typed(input.username),
+        known(written.user.username),
         client,
         refuse(422, 'password_policy', written.reason, { field: 'newPassword' }),
         { ...source, reason: written.reason },
