@@ -25,6 +25,8 @@
           finds itself superseded even while the planner is down (it must never land after the
           change the app already has). The older event it displaces is kept in `_claimed`
           (app -> id) for plan-event to supersede. A newer change already there is left alone.
+          An event dropped later as never accepted keeps its claim: the app has that change
+          all the same (the input made it), so an older one must still not land there.
 
   Returns:
   - 'created'
