@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
 import { oathtool } from '../support/oathtool.js';
-import { startRipple, startTestRedis, type TestRipple } from '../support/ripple.js';
+import { passwordChanged, startRipple, startTestRedis, type TestRipple } from '../support/ripple.js';
 import { ldapApp, type Slapd, startSlapd } from '../support/slapd.js';
 
 let redis: EmbeddedRedis;
@@ -112,6 +112,28 @@ describe('portal sessions and password changes', () => {
       intruderEnrolledMfa: false,
       userNextChange: 202,
     });
+  });
+
+  it('an admin reset through POST /v1/events ends a session signed in before it, not one signed in after', async () => {
+    const dn = await slapd.addUser('sven', INITIAL);
+    const before = new Browser('10.44.3.1');
+    await before.signIn('sven', INITIAL);
+    expect((await before.get('/portal/security')).statusCode).toBe(200);
+    const reset = await t.send(passwordChanged('sven', { source: 'hr', credential: { password: NEXT } }));
+    expect(reset.status).toBe(202);
+    await t.waitForEvent(reset.json.eventId as string, ['done']);
+    expect(await slapd.canBind(dn, NEXT)).toBe(true);
+    // Signed in with the old password: back to sign-in, and its forms are refused.
+    const page = await before.get('/portal/security');
+    expect({ status: page.statusCode, location: page.headers.location }).toEqual({ status: 303, location: '/portal/' });
+    const form = await before.post('/portal/security/password', { newPassword: THIRD, confirmPassword: THIRD });
+    expect(form.statusCode).toBe(403);
+    expect(await slapd.canBind(dn, NEXT)).toBe(true);
+    // Signed in after the reset, with the new password: stays.
+    const after = new Browser('10.44.3.2');
+    await after.signIn('sven', NEXT);
+    expect((await after.get('/portal/security')).statusCode).toBe(200);
+    expect((await after.get('/portal/security/password')).statusCode).toBe(200);
   });
 
   it('Save sent twice (a double click) does not sign the user out nor count as a failed attempt', async () => {
