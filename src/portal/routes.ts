@@ -71,6 +71,9 @@ function directoryDown(err: unknown): undefined {
   throw err;
 }
 
+/** How long a Save waits for another password change of the same session (a double click) to end. */
+const CHANGE_WAIT_MS = 30_000;
+
 /** Changes this session may watch: the latest few it made. */
 const WATCHED_EVENTS = 10;
 
@@ -115,9 +118,33 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
   const signedIn = (s: LoadedSession | undefined): s is LoadedSession & { data: { username: string } } =>
     s?.data.stage === 'signed-in' && typeof s.data.username === 'string';
 
+  /**
+   * Whether a signed-in session holds a password that no longer works: the user's password was
+   * changed (from any input) after this session signed in, and not by this session (whose own
+   * change is in `events`, or still being recorded while its change lock is held).
+   */
+  async function outdated(session: LoadedSession & { data: { username: string } }): Promise<boolean> {
+    const latest = await selfService.latestChange(session.data.username);
+    if (!latest || (session.data.events ?? []).includes(latest.eventId)) return false;
+    if (Date.parse(latest.occurredAt) <= (session.data.signedInAt ?? 0)) return false;
+    return !(await sessions.isChanging(session.id));
+  }
+
+  /** The browser's session; a signed-in one that a later password change outdated is ended (undefined). */
+  async function load(req: FastifyRequest): Promise<LoadedSession | undefined> {
+    const session = await sessions.load(req.cookies[cookieName]);
+    if (!signedIn(session) || !(await outdated(session))) return session;
+    req.log.info(
+      { username: session.data.username, client: req.ip },
+      'portal session ended: the password was changed after it signed in',
+    );
+    await sessions.destroy(session.id);
+    return undefined;
+  }
+
   /** The browser's session, or a new anonymous one (so the sign-in form has a token too). */
   async function sessionFor(req: FastifyRequest, reply: FastifyReply): Promise<LoadedSession> {
-    const found = await sessions.load(req.cookies[cookieName]);
+    const found = await load(req);
     if (found) return found;
     const created = await sessions.create();
     setCookie(reply, created);
@@ -138,7 +165,7 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
 
   /** A signed-in page: anyone else goes to the sign-in page. */
   async function requireUser(req: FastifyRequest, reply: FastifyReply) {
-    const session = await sessions.load(req.cookies[cookieName]);
+    const session = await load(req);
     if (signedIn(session)) return session;
     const fresh =
       session ?? (await sessions.create({ stage: 'anonymous', flash: 'Your session ended. Sign in again.' }));
@@ -170,7 +197,7 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
 
   /** Loads the session of a form post and checks it came from this site; refuses (403) otherwise. */
   async function formSession(req: FastifyRequest, reply: FastifyReply): Promise<LoadedSession | undefined> {
-    const session = await sessions.load(req.cookies[cookieName]);
+    const session = await load(req);
     const why = crossSite(req, session);
     if (!why) return session;
     req.log.warn({ url: req.url, reason: why, client: req.ip }, 'portal form refused as cross-site');
@@ -270,7 +297,13 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
     mfa: boolean,
     password: string,
   ) {
-    const data: Omit<PortalSession, 'csrf'> = { stage: 'signed-in', username, mfa, mfaVerified: mfa };
+    const data: Omit<PortalSession, 'csrf'> = {
+      stage: 'signed-in',
+      username,
+      mfa,
+      mfaVerified: mfa,
+      signedInAt: Date.now(),
+    };
     const next = await sessions.rotate(session, data);
     sessions.seal(next, 'password', password);
     await sessions.save(next);
@@ -340,8 +373,36 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
     if (errors.newPassword || errors.confirmPassword) {
       return show(reply, session, (ctx) => passwordPage(ctx, { errors }), 400);
     }
+    // One change at a time per session: a second Save (a double click, another tab) waits for
+    // the first and then starts from the session as the first left it.
+    const done = await sessions.changing(session, CHANGE_WAIT_MS, () => changeOnce(req, reply, newPassword));
+    if (done === undefined) {
+      return show(
+        reply,
+        session,
+        (ctx) =>
+          messagePage(
+            ctx,
+            'Nothing was changed',
+            'Another change of your password is still being saved. Try again in a moment.',
+          ),
+        503,
+      );
+    }
+    return done;
+  });
+
+  /** The password change of one Save, under the session's change lock, from the session as it is now. */
+  async function changeOnce(req: FastifyRequest, reply: FastifyReply, newPassword: string) {
+    const session = await load(req);
+    if (!signedIn(session)) return redirect(reply, '/portal/');
     const currentPassword = sessions.open(session, 'password');
     if (currentPassword === undefined) return signOutWith(reply, session, 'Sign in again to change your password.');
+    const last = session.data.events?.[0];
+    if (currentPassword === newPassword && last !== undefined) {
+      // The same Save again (a double click): this session already made this change; show it.
+      return redirect(reply, `/portal/changes/${encodeURIComponent(last)}`);
+    }
     let result: Awaited<ReturnType<SelfService['changePassword']>>;
     try {
       result = await selfService.changePassword({
@@ -374,7 +435,7 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
     session.data.events = [result.eventId, ...(session.data.events ?? [])].slice(0, WATCHED_EVENTS);
     await sessions.save(session);
     return redirect(reply, `/portal/changes/${encodeURIComponent(result.eventId)}`);
-  });
+  }
 
   async function signOutWith(reply: FastifyReply, session: LoadedSession, message: string) {
     await sessions.destroy(session.id);
@@ -406,7 +467,7 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
 
   // Polled by portal.js about once a second until `final`.
   app.get<{ Params: { eventId: string } }>('/portal/changes/:eventId/status', async (req, reply) => {
-    const session = await sessions.load(req.cookies[cookieName]);
+    const session = await load(req);
     if (!signedIn(session)) return reply.code(401).send(refusal('signed_out', 'sign in to the portal again'));
     const timeline = await watchedTimeline(session, req.params.eventId);
     if (!timeline) return reply.code(404).send(refusal('not_found', 'no change of yours with that id'));

@@ -9,12 +9,15 @@ import {
 } from '../../workers/ldap/index.js';
 import { abandonOwnWrite, beginOwnWrite, type OwnWrites, recordOwnWrite } from '../../workers/ldap/own-writes.js';
 import type { AppConfig } from '../config/types.js';
-import { sameUserKey } from '../events/event.js';
 
 /** A directory user, as the event that records their change names them. */
 export interface DirectoryUser {
   dn: string;
-  /** As the directory spells it (`uid`) when it names the same user, else as typed. */
+  /**
+   * The directory's own name for the user: the entry's `uid`, else its DN. Never the spelling
+   * typed: the directory may bind "ALİCE" as uid=alice, and everything after sign-in (MFA,
+   * lockout-free steps, locks, ordering, events) must be about the entry that bound.
+   */
   username: string;
   /** `entryUUID` when the directory has it, else the DN. */
   id: string;
@@ -27,7 +30,7 @@ export type PasswordWrite =
   | { outcome: 'changed'; user: DirectoryUser }
   | { outcome: 'invalid_credentials' }
   /** The directory's password policy refused the new password; `reason` is its own words. */
-  | { outcome: 'policy'; reason: string };
+  | { outcome: 'policy'; reason: string; user: DirectoryUser };
 
 /** How long a self-service change waits to record its write as Ripple's own (see `own-writes.ts`). */
 const RECORD_OWN_WRITE_MS = 1_000;
@@ -58,13 +61,13 @@ const first = (v: Entry[string] | undefined): string | undefined => {
   return value === undefined ? undefined : String(value);
 };
 
-function directoryUser(typed: string, dn: string, entry: Entry): DirectoryUser {
+function directoryUser(dn: string, entry: Entry): DirectoryUser {
   const uid = first(entry.uid);
   const memberOf =
     entry.memberOf === undefined ? [] : Array.isArray(entry.memberOf) ? entry.memberOf : [entry.memberOf];
   return {
     dn,
-    username: uid !== undefined && sameUserKey(uid) === sameUserKey(typed) ? uid : typed,
+    username: uid ?? dn,
     id: first(entry.entryUUID) ?? dn,
     email: first(entry.mail),
     groups: memberOf.map((g) => String(g).replace(/^[^=]+=((?:[^,\\]|\\.)*).*$/s, '$1')),
@@ -100,22 +103,35 @@ export class Directory {
 
   /** The user, when `password` binds as them; undefined for an unknown user or a wrong password alike. */
   async authenticate(username: string, password: string): Promise<DirectoryUser | undefined> {
-    return this.asUser(username, password, async (user) => user);
+    return this.asUser(username, password, 0, async (user) => user);
   }
 
   /**
    * Binds as the user with `current`, asks `beforeWrite` (e.g. the MFA code check: a reason to
    * stop, or undefined to go on), then has the directory change it to `next` under its policy.
+   * `beforeWrite` may wait up to `waitMs` (for the directory lock) on top of the app's timeouts;
+   * after such a wait it calls `stillBinds()`, since the password may have changed meanwhile
+   * (a delivery it waited for), before it consumes anything such as a one-time code.
    */
   async changePassword<Stop>(
     username: string,
     current: string,
     next: string,
-    beforeWrite: (user: DirectoryUser) => Promise<Stop | undefined>,
-  ): Promise<PasswordWrite | { outcome: 'stopped'; why: Stop }> {
-    const written = await this.asUser(username, current, async (user, client) => {
-      const why = await beforeWrite(user);
-      if (why !== undefined) return { outcome: 'stopped', why } as const;
+    beforeWrite: (user: DirectoryUser, stillBinds: () => Promise<boolean>) => Promise<Stop | undefined>,
+    waitMs = 0,
+  ): Promise<PasswordWrite | { outcome: 'stopped'; why: Stop; user: DirectoryUser }> {
+    const written = await this.asUser(username, current, waitMs, async (user, client) => {
+      const stillBinds = async () => {
+        try {
+          await client.bind(user.dn, current);
+          return true;
+        } catch (err) {
+          if (err instanceof ResultCodeError && err.code === 49) return false;
+          throw classifyLdapError(err, `bind as ${user.dn}`);
+        }
+      };
+      const why = await beforeWrite(user, stillBinds);
+      if (why !== undefined) return { outcome: 'stopped', why, user } as const;
       const own = this.own;
       if (own) await beginOwnWrite(own, user.dn, this.longestMs + 5_000);
       try {
@@ -133,6 +149,7 @@ export class Directory {
           return {
             outcome: 'policy',
             reason: diagnostic(err) || 'the directory refused the new password under its password policy',
+            user,
           } as const;
         }
         if (err instanceof ResultCodeError && err.code === 49) return undefined;
@@ -150,12 +167,13 @@ export class Directory {
   private async asUser<T>(
     username: string,
     password: string,
+    waitMs: number,
     fn: (user: DirectoryUser, client: Client) => Promise<T | undefined>,
   ): Promise<T | undefined> {
     // An empty password is an "unauthenticated bind", which LDAP servers answer with success.
     if (password === '') return undefined;
     const s = this.settings;
-    const signal = AbortSignal.timeout(this.longestMs);
+    const signal = AbortSignal.timeout(this.longestMs + waitMs);
     return withClient(s, this.timeouts, signal, async (client) => {
       try {
         await client.bind(s.bindDN, s.bindPassword);
@@ -172,7 +190,7 @@ export class Directory {
       }
       // A DN that binds without an entry found (an anonymous or unauthenticated bind) is nobody.
       if ('skip' in found) return undefined;
-      return fn(directoryUser(username, found.dn, found.entry), client);
+      return fn(directoryUser(found.dn, found.entry), client);
     });
   }
 

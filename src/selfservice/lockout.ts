@@ -1,6 +1,6 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
-import { sameUserKey } from '../events/event.js';
 
 const RESERVE = readFileSync(new URL('./reserve-attempt.lua', import.meta.url), 'utf8');
 const REFUND = readFileSync(new URL('./refund-attempt.lua', import.meta.url), 'utf8');
@@ -10,6 +10,32 @@ type Scripts = {
   rippleRefundAttempt(key: string): Promise<number>;
 };
 
+/**
+ * A typed username folded harder than any directory compares `uid` (compatibility decomposition,
+ * combining marks dropped, full case folding via upper then lower, spaces collapsed), so every
+ * spelling a directory may accept as one user ("ALİCE", "alıce", "alice") is one lockout counter.
+ * Folding too much only merges a few strangers' counters, which is harmless for a lockout.
+ */
+export function lockoutFold(typed: string): string {
+  return typed
+    .normalize('NFKD')
+    .replace(/\p{M}/gu, '')
+    .toUpperCase()
+    .toLowerCase()
+    .normalize('NFKD')
+    .replace(/\p{M}/gu, '')
+    .trim()
+    .replace(/\s+/gu, ' ');
+}
+
+/**
+ * A short, stable, non-reversible-at-a-glance name for a typed username (a password typed into the
+ * username field must not sit in Redis keys or logs in clear): sha256 of its lockout fold.
+ */
+export function usernameDigest(typed: string): string {
+  return createHash('sha256').update(lockoutFold(typed)).digest('hex').slice(0, 16);
+}
+
 /** An attempt in progress: `fail()` leaves it counted, `succeed()` gives it back. */
 export interface Attempt {
   /** The password (and code) were right, or nothing was judged: this attempt does not count. Idempotent. */
@@ -17,7 +43,8 @@ export interface Attempt {
 }
 
 /**
- * Failed sign-ins and changes, counted per username and per client address within a window
+ * Failed sign-ins and changes, counted per username (its `usernameDigest`, so every spelling the
+ * directory takes as one user shares the counter) and per client address within a window
  * (`lockout.maxFailures`, `lockout.window`). An attempt is counted BEFORE the directory is asked
  * and given back when it succeeds, so parallel guesses cannot exceed the limit. A success gives
  * back only its own attempt: it never clears failures made from elsewhere (an attacker's, at
@@ -42,7 +69,7 @@ export class Lockout {
   }
 
   private keys(username: string, address: string): [string, string] {
-    return [`${this.prefix}:ss:fail:user:${sameUserKey(username)}`, `${this.prefix}:ss:fail:addr:${address}`];
+    return [`${this.prefix}:ss:fail:user:${usernameDigest(username)}`, `${this.prefix}:ss:fail:addr:${address}`];
   }
 
   /** Takes an attempt for this username and address, or the seconds until one is allowed again. */

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { invalidRequest, refusal } from '../api/refusal.js';
 import { DeliveryError, RippleError } from '../errors.js';
+import { usernameDigest } from './lockout.js';
 import { passwordChangeFields } from './selfservice.js';
 import type { SelfService, SelfServiceRefusal } from './types.js';
 
@@ -52,7 +53,11 @@ export async function passwordRoutes(app: FastifyInstance, opts: { selfService: 
     } catch (err) {
       const answer = unavailable(err);
       if (!answer) throw err;
-      req.log.error({ err, username: parsed.data.username }, 'self-service password change failed');
+      // The typed name is not known to be a username (it may be a mistyped password): a digest only.
+      req.log.error(
+        { err, usernameDigest: usernameDigest(parsed.data.username) },
+        'self-service password change failed',
+      );
       return reply.code(503).send(answer);
     }
     if ('refused' in outcome && outcome.refused) return sendRefusal(reply, outcome);

@@ -11,7 +11,7 @@ import { wakeWaiters } from '../runtime/delivery.js';
 import type { Engine } from '../runtime/engine.js';
 import type { SelfServiceConfig } from './config.js';
 import { Directory, type DirectoryUser } from './directory.js';
-import { type Attempt, Lockout } from './lockout.js';
+import { type Attempt, Lockout, usernameDigest } from './lockout.js';
 import { Authenticators, type CodeCheck, OTP_FORMAT, SECRET_FORMAT } from './mfa.js';
 import { StatusTokens } from './status-tokens.js';
 import { userTimeline } from './timeline.js';
@@ -56,6 +56,19 @@ export interface SelfServiceOptions {
   /** How long the 202 waits for the planner to write the rows it shows (else it shows the plan). */
   planWaitMs?: number;
 }
+
+/** Who a log line is about: the directory's name for an authenticated user, else a digest of the typed name. */
+type Who = { username: string } | { usernameDigest: string };
+const known = (username: string): Who => ({ username });
+const typed = (username: unknown): Who => ({ usernameDigest: usernameDigest(String(username).slice(0, 256)) });
+
+/**
+ * Every refused sign-in or change is answered no sooner than this after the request began (plus
+ * up to REFUSAL_JITTER_MS), so that an unknown user, a wrong password (for which slapd's ppolicy
+ * writes pwdFailureTime) and a locked-out user cannot be told apart by timing.
+ */
+export const REFUSAL_FLOOR_MS = 150;
+const REFUSAL_JITTER_MS = 20;
 
 /** How long a change waits for a delivery to the directory already in flight for the same user. */
 const LOCK_WAIT_MS = 5_000;
@@ -143,16 +156,20 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
   const planWaitMs = opts.planWaitMs ?? 2_000;
   const log = engine.log.child({ component: 'self-service' });
 
-  /** Every refusal is logged (never a password or code), with who asked and from where. */
+  /**
+   * Every refusal is logged (never a password or code), with who asked and from where. Who: the
+   * directory's name once it authenticated the user, else only a digest of what was typed (it
+   * may be a password typed into the username field).
+   */
   const refused = (
     what: string,
-    username: string,
+    who: Who,
     client: Client,
     refusal: SelfServiceRefusal,
     extra: object = {},
   ): SelfServiceRefusal => {
     log.warn(
-      { username, client: client.address, refusal: refusal.code, status: refusal.status, ...extra },
+      { ...who, client: client.address, refusal: refusal.code, status: refusal.status, ...extra },
       `self-service ${what} refused: ${refusal.code}`,
     );
     return refusal;
@@ -226,18 +243,19 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
   };
 
   /**
-   * The directory app's user+app lock (the one its deliveries take), held from before the
-   * directory is written until the change is planned. A delivery of an older change still in
+   * The directory app's user+app lock (the one its deliveries take), keyed by the directory's
+   * own name for the user (never the typed spelling), taken once the directory has authenticated
+   * them and held until the change is planned. A delivery of an older change still in
    * flight is waited for (it must not land after the user's); one that would start meanwhile
    * waits, and once this change is planned it finds itself superseded. Undefined when busy.
    */
   const lockTtl = directory.longestMs + 5_000;
-  const holdDirectory = async (username: string): Promise<string | undefined> => {
+  const holdDirectory = async (username: string): Promise<{ token: string; waited: boolean } | undefined> => {
     const key = engine.store.lockKey(config.directory, username);
     const token = `self-service:${randomUUID()}#0`;
     const until = performance.now() + LOCK_WAIT_MS;
-    for (;;) {
-      if ((await engine.redis.set(key, token, 'PX', lockTtl, 'NX')) === 'OK') return token;
+    for (let waited = false; ; waited = true) {
+      if ((await engine.redis.set(key, token, 'PX', lockTtl, 'NX')) === 'OK') return { token, waited };
       if (performance.now() >= until) return undefined;
       await sleep(50);
     }
@@ -254,20 +272,37 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
     await wakeWaiters(engine, app.kind, out.waiters);
   };
 
-  /** The change itself, under the directory lock. */
-  const changeHeld = async (
+  /** The directory lock a change holds: taken once the directory named the user, let go in the end. */
+  interface Held {
+    username: string;
+    token: string;
+  }
+
+  /** The change itself: the directory lock is taken once the directory has named the user. */
+  const changeAsUser = async (
     input: PasswordChangeRequest,
     attempt: Attempt,
+    held: (lock: Held) => void,
     recorded: (eventId: string) => void,
   ): Promise<ChangeAccepted | SelfServiceRefusal> => {
     const { client } = input;
-    const who = input.username;
     let originDevice: string | undefined;
     const written = await directory.changePassword(
       input.username,
       input.currentPassword,
       input.newPassword,
-      async (user): Promise<SelfServiceRefusal | undefined> => {
+      async (user, stillBinds): Promise<SelfServiceRefusal | undefined> => {
+        // From here on the user is the directory's entry (user.username), never the typed spelling.
+        const lock = await holdDirectory(user.username);
+        if (lock === undefined) {
+          throw new RippleError(
+            'SELF_SERVICE_BUSY',
+            'another change of your password is being applied to the directory right now; try again in a minute',
+          );
+        }
+        held({ username: user.username, token: lock.token });
+        // A delivery it waited for (an admin reset) may have changed the password: then it is wrong now.
+        if (lock.waited && !(await stillBinds())) return INVALID_CREDENTIALS;
         // Only once the password is right: no code check, and no hint, for a stranger.
         if (input.deviceId !== undefined && input.deviceToken !== undefined) {
           const ok = verifyDevice ? await verifyDevice(input.deviceId, input.deviceToken, user.username) : false;
@@ -286,17 +321,20 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
         if (input.mfaVerified === true) return undefined;
         return checkCode(user.username, input.otp, attempt);
       },
+      LOCK_WAIT_MS,
     );
     const source = { source: input.source };
-    if (written.outcome === 'stopped') return refused('password change', who, client, written.why, source);
     if (written.outcome === 'invalid_credentials') {
-      return refused('password change', who, client, INVALID_CREDENTIALS, source);
+      return refused('password change', typed(input.username), client, INVALID_CREDENTIALS, source);
+    }
+    if (written.outcome === 'stopped') {
+      return refused('password change', known(written.user.username), client, written.why, source);
     }
     if (written.outcome === 'policy') {
       await attempt.succeed();
       return refused(
         'password change',
-        who,
+        known(written.user.username),
         client,
         refuse(422, 'password_policy', written.reason, { field: 'newPassword' }),
         { ...source, reason: written.reason },
@@ -323,6 +361,16 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
     return { eventId, apps: timeline?.apps ?? [], statusToken };
   };
 
+  /** Answers a refusal no sooner than the common floor after `started` (see REFUSAL_FLOOR_MS). */
+  const padded = async <T extends object>(started: number, outcome: T): Promise<T> => {
+    if ('refused' in outcome && outcome.refused === true) {
+      const due = started + REFUSAL_FLOOR_MS + Math.random() * REFUSAL_JITTER_MS;
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait);
+    }
+    return outcome;
+  };
+
   const mfaApi: SelfService['mfa'] = {
     enrolled: (username) => mfa.enrolled(username),
     async begin(username) {
@@ -332,7 +380,7 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
       if (!SECRET_FORMAT.test(secret)) {
         return refused(
           'authenticator enrolment',
-          username,
+          known(username),
           client,
           refuse(400, 'invalid_request', 'secret: not a secret Ripple handed out', { field: 'secret' }),
         );
@@ -340,16 +388,16 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
       if (await mfa.enrolled(username)) {
         return refused(
           'authenticator enrolment',
-          username,
+          known(username),
           client,
           refuse(400, 'mfa_already_enrolled', 'An authenticator app is already set up; turn it off first.'),
         );
       }
       const attempt = await lockout.begin(username, client.address);
       if ('retryAfter' in attempt)
-        return refused('authenticator enrolment', username, client, tooMany(attempt.retryAfter));
+        return refused('authenticator enrolment', known(username), client, tooMany(attempt.retryAfter));
       const check = await mfa.check(username, code, secret);
-      if (check !== 'ok') return refused('authenticator enrolment', username, client, codeRefusal(check));
+      if (check !== 'ok') return refused('authenticator enrolment', known(username), client, codeRefusal(check));
       await attempt.succeed();
       await mfa.enrol(username, secret);
       log.info({ username, client: client.address }, 'self-service: authenticator app enrolled');
@@ -359,86 +407,104 @@ export function createSelfService(engine: Engine, opts: SelfServiceOptions = {})
       if (!(await mfa.enrolled(username))) {
         return refused(
           'authenticator removal',
-          username,
+          known(username),
           client,
           refuse(400, 'mfa_not_enrolled', 'No authenticator app is set up.'),
         );
       }
       const attempt = await lockout.begin(username, client.address);
       if ('retryAfter' in attempt)
-        return refused('authenticator removal', username, client, tooMany(attempt.retryAfter));
+        return refused('authenticator removal', known(username), client, tooMany(attempt.retryAfter));
       const check = await mfa.check(username, code);
-      if (check !== 'ok') return refused('authenticator removal', username, client, codeRefusal(check));
+      if (check !== 'ok') return refused('authenticator removal', known(username), client, codeRefusal(check));
       await attempt.succeed();
       await mfa.remove(username);
       log.info({ username, client: client.address }, 'self-service: authenticator app turned off');
       return true;
     },
   };
+  const signIn: SelfService['signIn'] = async (input) => {
+    const { username, password, otp, client } = input;
+    if (!usernameSchema.safeParse(username).success || password.length === 0 || password.length > 1024) {
+      return refused('sign-in', typed(username), client, INVALID_CREDENTIALS);
+    }
+    const attempt = await lockout.begin(username, client.address);
+    if ('retryAfter' in attempt) return refused('sign-in', typed(username), client, tooMany(attempt.retryAfter));
+    const user = await directory.authenticate(username, password).catch(async (err: unknown) => {
+      await attempt.succeed().catch(() => {});
+      throw err;
+    });
+    if (!user) return refused('sign-in', typed(username), client, INVALID_CREDENTIALS);
+    // From here on the user is the directory's entry (user.username), never the typed spelling.
+    const hasMfa = await mfa.enrolled(user.username);
+    if (hasMfa) {
+      const stop = await checkCode(user.username, otp, attempt);
+      if (stop) return refused('sign-in', known(user.username), client, stop);
+    }
+    await attempt.succeed();
+    log.info({ username: user.username, client: client.address, mfa: hasMfa }, 'self-service sign-in');
+    return { username: user.username, mfa: hasMfa } satisfies SignedIn;
+  };
+
+  const changePassword: SelfService['changePassword'] = async (input) => {
+    const { client } = input;
+    const parsed = passwordChangeFields.safeParse({
+      username: input.username,
+      currentPassword: input.currentPassword,
+      newPassword: input.newPassword,
+      otp: input.otp,
+      deviceId: input.deviceId,
+      deviceToken: input.deviceToken,
+    });
+    if (!parsed.success) return refused('password change', typed(input.username), client, invalid(parsed.error));
+    const attempt = await lockout.begin(input.username, client.address);
+    if ('retryAfter' in attempt) {
+      return refused('password change', typed(input.username), client, tooMany(attempt.retryAfter));
+    }
+    let lock: Held | undefined;
+    let eventId: string | undefined;
+    try {
+      return await changeAsUser(
+        input,
+        attempt,
+        (held) => {
+          lock = held;
+        },
+        (id) => {
+          eventId = id;
+        },
+      );
+    } catch (err) {
+      // The directory or Redis failed, or the directory lock is busy: no guess was judged, so it does not count.
+      await attempt.succeed().catch(() => {});
+      throw err;
+    } finally {
+      // Once planned, an older change finds itself superseded: let its delivery go. Not yet
+      // planned (the planner is slow or down): the lock stays until its TTL, so none lands first.
+      const settled = eventId === undefined || (await engine.store.getEvent(eventId))?.meta.planned === true;
+      // Redis failing now must not hide the answer: the lock then ends with its TTL.
+      if (lock && settled)
+        await letGo(lock.username, lock.token, eventId).catch((err: unknown) =>
+          log.warn({ err }, 'could not let go of the directory lock; it ends with its TTL'),
+        );
+    }
+  };
+
   const service: SelfService = {
     async signIn(input) {
-      const { username, password, otp, client } = input;
-      if (!usernameSchema.safeParse(username).success || password.length === 0 || password.length > 1024) {
-        return refused('sign-in', String(username).slice(0, 256), client, INVALID_CREDENTIALS);
-      }
-      const attempt = await lockout.begin(username, client.address);
-      if ('retryAfter' in attempt) return refused('sign-in', username, client, tooMany(attempt.retryAfter));
-      const user = await directory.authenticate(username, password).catch(async (err: unknown) => {
-        await attempt.succeed().catch(() => {});
-        throw err;
-      });
-      if (!user) return refused('sign-in', username, client, INVALID_CREDENTIALS);
-      const hasMfa = await mfa.enrolled(user.username);
-      if (hasMfa) {
-        const stop = await checkCode(user.username, otp, attempt);
-        if (stop) return refused('sign-in', user.username, client, stop);
-      }
-      await attempt.succeed();
-      log.info({ username: user.username, client: client.address, mfa: hasMfa }, 'self-service sign-in');
-      return { username: user.username, mfa: hasMfa } satisfies SignedIn;
+      const started = performance.now();
+      return padded(started, await signIn(input));
     },
 
-    async changePassword(input): Promise<ChangeAccepted | SelfServiceRefusal> {
-      const { client } = input;
-      const parsed = passwordChangeFields.safeParse({
-        username: input.username,
-        currentPassword: input.currentPassword,
-        newPassword: input.newPassword,
-        otp: input.otp,
-        deviceId: input.deviceId,
-        deviceToken: input.deviceToken,
-      });
-      const who = typeof input.username === 'string' ? input.username.slice(0, 256) : '';
-      if (!parsed.success) return refused('password change', who, client, invalid(parsed.error));
-      const attempt = await lockout.begin(input.username, client.address);
-      if ('retryAfter' in attempt) return refused('password change', who, client, tooMany(attempt.retryAfter));
-      const lock = await holdDirectory(input.username);
-      if (lock === undefined) {
-        await attempt.succeed();
-        throw new RippleError(
-          'SELF_SERVICE_BUSY',
-          'another change of your password is being applied to the directory right now; try again in a minute',
-        );
-      }
-      let eventId: string | undefined;
-      try {
-        return await changeHeld(input, attempt, (id) => {
-          eventId = id;
-        });
-      } catch (err) {
-        // The directory or Redis failed: no guess was judged, so it does not count.
-        await attempt.succeed().catch(() => {});
-        throw err;
-      } finally {
-        // Once planned, an older change finds itself superseded: let its delivery go. Not yet
-        // planned (the planner is slow or down): the lock stays until its TTL, so none lands first.
-        const settled = eventId === undefined || (await engine.store.getEvent(eventId))?.meta.planned === true;
-        // Redis failing now must not hide the answer: the lock then ends with its TTL.
-        if (settled)
-          await letGo(input.username, lock, eventId).catch((err: unknown) =>
-            log.warn({ err }, 'could not let go of the directory lock; it ends with its TTL'),
-          );
-      }
+    async changePassword(input) {
+      const started = performance.now();
+      return padded(started, await changePassword(input));
+    },
+
+    async latestChange(username) {
+      const { latest } = await engine.store.latestForUser(username);
+      const event = latest === undefined ? undefined : await engine.store.getEvent(latest);
+      return event ? { eventId: latest as string, occurredAt: event.meta.occurredAt } : undefined;
     },
 
     timeline: (eventId, username) => userTimeline(engine, eventId, username),

@@ -92,6 +92,11 @@ export interface SelfService {
   }): Promise<SignedIn | SelfServiceRefusal>;
   /** Writes the directory as the user (RFC 3062, old password), then records and propagates the change. */
   changePassword(input: PasswordChangeRequest): Promise<ChangeAccepted | SelfServiceRefusal>;
+  /**
+   * The user's newest change Ripple knows of (from any input), by its `occurredAt`: the portal
+   * ends sessions signed in before it.
+   */
+  latestChange(username: string): Promise<{ eventId: string; occurredAt: string } | undefined>;
   /** That user's view of one change; undefined when the event is not theirs. */
   timeline(eventId: string, username: string): Promise<Timeline | undefined>;
   /** Checks a status token; the username it was issued to, or undefined. */

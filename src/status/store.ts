@@ -175,12 +175,15 @@ export class StatusStore {
       this.eventKeyIn(tag, meta.id),
       credential?.key ?? `${this.prefix}:vault:${this.credentialName(meta.id, meta.user.username)}`,
       `${this.prefix}:${tag}:seq`,
+      this.userKey(meta.user.username),
       JSON.stringify(meta),
       meta.bodyHash,
       this.retentionMs,
       credential?.sealed ?? '',
       Math.round(credential?.ttlMs ?? 0),
       withinMs === undefined ? '' : this.redisDeadline(withinMs),
+      Date.parse(meta.occurredAt),
+      ...(meta.alreadyDone ?? []).map((d) => d.app),
     )) as 'created' | 'same' | 'conflict' | 'expired';
     // Nothing recorded: the id is free again (the janitor takes it off `unplanned`).
     if (out === 'expired' && previous === null) await this.redis.del(this.tagIndexKey(meta.id)).catch(() => 0);

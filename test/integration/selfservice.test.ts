@@ -3,7 +3,8 @@ import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EmbeddedRedis } from '../../src/redis/embedded.js';
-import { createSelfService, DIRECTORY_DETAIL } from '../../src/selfservice/selfservice.js';
+import { usernameDigest } from '../../src/selfservice/lockout.js';
+import { createSelfService, DIRECTORY_DETAIL, REFUSAL_FLOOR_MS } from '../../src/selfservice/selfservice.js';
 import { freePort } from '../../src/util/server-process.js';
 import { PASSWORD_MODIFY_OID } from '../../workers/ldap/index.js';
 import { findInRedis } from '../support/redis-scan.js';
@@ -214,15 +215,18 @@ describe('POST /v1/password: a change written as the user, then propagated', () 
     expect(JSON.stringify(refusals)).not.toContain(INITIAL);
   });
 
-  it('answers an unknown user and a wrong password alike, in similar time', async () => {
-    const users = ['carol1', 'carol2', 'carol3', 'carol4', 'carol5'];
-    for (const u of users) await slapd.addUser(u, INITIAL);
+  it('answers an unknown user and a wrong password alike, in about the same time', async () => {
+    // slapd's ppolicy writes pwdFailureTime for an existing entry only: 20-60 % slower unpadded
+    // (issue #9). Every refusal is answered no sooner than REFUSAL_FLOOR_MS after it began.
+    const N = 21;
+    for (let i = 0; i < N; i++) await slapd.addUser(`carol${i}`, INITIAL);
     const known: number[] = [];
     const unknown: number[] = [];
     let bodies = new Set<string>();
-    for (const u of users) {
-      const wrong = await change(t, { username: u, currentPassword: 'Not-The-Passw0rd!', newPassword: NEXT });
-      const ghost = await change(t, { username: `ghost-${u}`, currentPassword: INITIAL, newPassword: NEXT });
+    // Interleaved, one guess per user (no lockout), so a loaded machine slows both alike.
+    for (let i = 0; i < N; i++) {
+      const wrong = await change(t, { username: `carol${i}`, currentPassword: 'Not-The-Passw0rd!', newPassword: NEXT });
+      const ghost = await change(t, { username: `ghost-${i}`, currentPassword: INITIAL, newPassword: NEXT });
       expect([wrong.status, ghost.status]).toEqual([401, 401]);
       bodies = new Set([...bodies, JSON.stringify(wrong.json), JSON.stringify(ghost.json)]);
       known.push(wrong.ms);
@@ -231,13 +235,13 @@ describe('POST /v1/password: a change written as the user, then propagated', () 
     expect([...bodies]).toEqual([
       JSON.stringify({ error: 'invalid_credentials', message: 'The username or password is incorrect.' }),
     ]);
-    // The fastest of each: what the work itself costs, without the pauses of a loaded machine.
-    const [k, u] = [Math.min(...known), Math.min(...unknown)];
-    // Both cost a service bind, a lookup and a refused bind: within 25 ms or 50 % of each other.
-    expect(Math.abs(k - u), `known ${known.join(',')} / unknown ${unknown.join(',')}`).toBeLessThan(
-      Math.max(25, 0.5 * Math.max(k, u)),
-    );
-  });
+    const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)] as number;
+    const [k, u] = [median(known), median(unknown)];
+    const detail = `known ${known.map(Math.round).join(',')} / unknown ${unknown.map(Math.round).join(',')}`;
+    expect(Math.min(k, u), detail).toBeGreaterThanOrEqual(REFUSAL_FLOOR_MS - 5);
+    // An observer comparing the typical answer of each cannot tell them apart: medians within 15 %.
+    expect(Math.max(k, u) / Math.min(k, u), detail).toBeLessThan(1.15);
+  }, 60_000);
 
   it('asks for the code of a user with an authenticator, refuses a wrong, distant or used one', async () => {
     const dn = await slapd.addUser('dave', INITIAL);
@@ -352,7 +356,11 @@ describe('lockout and status tokens', () => {
     expect(retryAfter).toBeGreaterThanOrEqual(1);
     expect(retryAfter).toBeLessThanOrEqual(3);
     expect(await slapd.canBind(dn, INITIAL)).toBe(true);
-    expect(t.logs.some((l) => l.refusal === 'too_many_attempts' && l.username === 'ERIN')).toBe(true);
+    // Logged by a digest of the typed name: it was never authenticated (it could be a password).
+    expect(t.logs.some((l) => l.refusal === 'too_many_attempts' && l.usernameDigest === usernameDigest('ERIN'))).toBe(
+      true,
+    );
+    expect(JSON.stringify(t.logs)).not.toContain('"ERIN"');
 
     await new Promise((r) => setTimeout(r, retryAfter * 1000 + 200));
     const after = await change(t, { username: 'erin', currentPassword: INITIAL, newPassword: NEXT });

@@ -37,6 +37,8 @@ end
 
 local supersedes = {}
 local superseded_by = nil
+-- Apps this event claimed when it was recorded (see create-event): the older event it displaced.
+local claimed = cjson.decode(redis.call('HGET', ev, '_claimed') or '{}')
 for i = 5, #ARGV, 2 do
   local app, row = ARGV[i], cjson.decode(ARGV[i + 1])
   if row.state == 'skipped' then
@@ -51,6 +53,8 @@ for i = 5, #ARGV, 2 do
     local c_at, c_seq, c_id = parse_rank(cur)
     if c_id ~= id then
       if newer(c_at, c_seq, c_id, at, seq, id) then claim, other = 'old', c_id else other = c_id end
+    elseif claimed[app] then
+      other = claimed[app]
     end
   end
   if claim == 'new' then
