@@ -4,12 +4,7 @@ import { Attribute, Change, Client, type Entry, ResultCodeError } from 'ldapts';
 import { z } from 'zod';
 import { pem, type SchemaContext } from '../../src/config/schema-context.js';
 import { DeliveryError, errorMessage, PermanentDeliveryError, TransientDeliveryError } from '../../src/errors.js';
-import type {
-  DeliveryContext,
-  DeliveryResult,
-  ProbeResult,
-  TargetAdapter,
-} from '../../src/targets/adapter.js';
+import type { DeliveryContext, DeliveryResult, ProbeResult, TargetAdapter } from '../../src/targets/adapter.js';
 import { escapeDnValue, escapeFilterValue, renderTemplate, unknownPlaceholders } from './escape.js';
 import { abandonOwnWrite, beginOwnWrite, type OwnWrites, recordOwnWrite } from './own-writes.js';
 import { type HashScheme, hashPassword, PASSWORD_MODIFY_OID, passwordModifyRequest } from './password.js';
