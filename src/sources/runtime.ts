@@ -193,7 +193,7 @@ async function recordWhole(
         },
       };
     }
-    engine.metrics.sourceEvents.inc({ source: config.id, kind: config.kind, outcome: 'accepted' }, taken.length);
+    // Counted (accepted or duplicate) as each becomes its event, by submitChange.
   }
   return outcome;
 }
