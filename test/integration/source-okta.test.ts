@@ -273,23 +273,18 @@ describe("okta: a large delivery is answered within Okta's 3 s and nothing of it
     expect(res.status, res.text.slice(0, 300)).toBe(200);
     expect(took).toBeLessThan(3_000);
     expect(new Set(res.json.accepted as string[])).toEqual(new Set(batch.map((e) => `okta-prod.${e.uuid}`)));
-    await t.waitFor(
-      '1000 events',
-      async () =>
-        (await metricValue(t, 'ripple_source_events_total', { source: 'okta-prod', outcome: 'accepted' })) === 1000 ||
-        undefined,
-      30_000,
-    );
+    const counted = (outcome: string) =>
+      t.waitFor(
+        `1000 changes counted ${outcome}`,
+        async () =>
+          (await metricValue(t, 'ripple_source_events_total', { source: 'okta-prod', outcome })) === 1000 || undefined,
+        30_000,
+      );
+    await counted('accepted');
     expect(await events(t)).toHaveLength(1000);
     // Okta's retry of the same delivery (its first answer was lost): still 1000 events.
     expect((await toSource(t, 'okta-prod', delivery(batch), auth)).status).toBe(200);
-    await t.waitFor(
-      'the re-delivery to be drained',
-      async () =>
-        (await metricValue(t, 'ripple_source_events_total', { source: 'okta-prod', outcome: 'duplicate' })) === 1000 ||
-        undefined,
-      30_000,
-    );
+    await counted('duplicate');
     expect(await events(t)).toHaveLength(1000);
     expect(await metricValue(t, 'ripple_source_events_total', { source: 'okta-prod', outcome: 'accepted' })).toBe(1000);
     const one = await t.waitForEvent(`okta-prod.${batch[7]?.uuid}`, ['skipped', 'done'] as never, 10_000);
