@@ -460,6 +460,24 @@ describe('ldap-watch: clocks and equal change times', () => {
   }, 90_000);
 });
 
+describe('ldap-watch: equal change times', () => {
+  it('two users changing in the same second, one before and one after a poll, are two events', async () => {
+    const [one, two] = [`same${randomUUID().slice(0, 6)}`, `same${randomUUID().slice(0, 6)}`] as [string, string];
+    await addUser(one, `${one}-first-password-1`);
+    await addUser(two, `${two}-first-password-1`);
+    const receiver = await env.receiver();
+    const t = await env.ripple({ apps: [], configDir: config(receiver.url, { interval: '100ms' }) });
+    await watching(t);
+    await new Promise((r) => setTimeout(r, 1_100));
+    // Early in a second, so that both changes share it.
+    await new Promise((r) => setTimeout(r, 1_000 - (Date.now() % 1_000) + 20));
+    await ldappasswd(one, `${one}-first-password-1`, `${one}-second-password-2`);
+    await t.waitFor(one, async () => ((await sourceEvents(t)).length === 1 ? true : undefined), 3_000);
+    await ldappasswd(two, `${two}-first-password-1`, `${two}-second-password-2`);
+    await t.waitFor(two, async () => ((await sourceEvents(t)).length === 2 ? true : undefined), 3_000);
+  }, 30_000);
+});
+
 describe('ldap-watch: config mistakes are refused at start-up', () => {
   it('attribute shadowLastChange (days; no ordering rule in nis.schema) is refused, saying why and what to use', async () => {
     const receiver = await env.receiver();
