@@ -67,10 +67,15 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
   const seen = new Map<string, string>();
   // Ids of app files with errors of their own: other files naming them get no second error.
   const broken = new Set<string>();
+  // Disabled apps' unset `${VAR}`s: an error only if a source uses the app (ldap-watch, enrich).
+  const unsetIn = new Map<string, ConfigError[]>();
   for (const name of files) {
     const file = join(appsDir, name);
     const yaml = readYaml(file, env, errors);
     if (!yaml) continue;
+    if (isMapping(yaml.tree) && yaml.tree.enabled === false && typeof yaml.tree.id === 'string') {
+      unsetIn.set(yaml.tree.id, yaml.envErrors);
+    }
     const app = parseApp(yaml, file, ctx, errors);
     if (!app) {
       const id = isMapping(yaml.tree) ? yaml.tree.id : undefined;
@@ -91,7 +96,7 @@ export function loadConfig(dir: string, env: NodeJS.ProcessEnv = process.env): L
     const ofKind = apps.filter((a) => a.enabled && a.kind === adapter.kind);
     for (const p of adapter.checkApps?.(ofKind) ?? []) errors.push(new ConfigError(p.file, p.key, p.reason));
   }
-  const sources = loadSources(root, env, ctx, apps, errors);
+  const sources = loadSources(root, env, ctx, apps, errors, unsetIn);
   const warnings: ConfigError[] = [];
   if (service) {
     checkReach(apps, traitsOf, { key: 'vault.ttl', ms: service.vault.ttl }, errors);
@@ -152,6 +157,7 @@ function loadSources(
   ctx: SchemaContext,
   apps: readonly AppConfig[],
   errors: ConfigError[],
+  unsetIn: ReadonlyMap<string, ConfigError[]>,
 ): SourceConfig[] {
   const dir = join(root, 'sources');
   const files = existsSync(dir)
@@ -206,8 +212,18 @@ function loadSources(
       const app = apps.find((a) => a.id === id);
       if (!app) errors.push(new ConfigError(file, key, `no app has id "${id}" (an ldap app is needed here)`));
       else if (app.kind !== 'ldap') errors.push(new ConfigError(file, key, `"${id}" is a ${app.kind} app, not ldap`));
+      else unsetUsed(key, id);
+    };
+    // A disabled ldap app a source connects as must be complete: its own file's errors, and why they matter.
+    const unsetUsed = (key: string, id: string) => {
+      const unset = on ? (unsetIn.get(id) ?? []) : [];
+      if (unset.length === 0) return;
+      errors.push(...unset);
+      errors.push(new ConfigError(file, key, `"${id}" is used by this source, so its \${VAR}s must be set`));
     };
     if (source.enrich) ldapApp('enrich.directory', source.enrich.directory);
+    const directory = (settings as { directory?: unknown } | undefined)?.directory;
+    if (typeof directory === 'string') unsetUsed(`${kind.kind}.directory`, directory);
     for (const [key, reason] of kind.check?.(settings, apps) ?? []) {
       errors.push(new ConfigError(file, `${kind.kind}.${key}`, reason));
     }

@@ -163,20 +163,11 @@ export interface NewEvent {
 }
 
 /**
- * The one path by which an event enters Ripple, whatever its input: check `occurredAt` against
- * Ripple's clock and retention, seal the credential, record the event and enqueue it. Answers 202
- * only once Redis holds the event; a repeat of the same id and body is answered 202 and done once.
+ * Why an event dated `occurredAt` cannot be taken when received `now`, or undefined: dated in the
+ * future beyond the allowed skew, or older than status.retention. Final: a resend is refused too.
  */
-export async function submitEvent(
-  engine: Engine,
-  event: NewEvent,
-  now = new Date(),
-  signal?: AbortSignal,
-  deadline?: number,
-): Promise<IngestAnswer> {
-  const eventId = event.id;
-  const occurredAt = Date.parse(event.occurredAt);
-  const late = occurredAt - now.getTime();
+export function occurredAtRefusal(engine: Engine, occurredAt: string, now: Date): IngestAnswer | undefined {
+  const late = Date.parse(occurredAt) - now.getTime();
   if (late > MAX_CLOCK_SKEW_MS) {
     // A change dated in the future would win every later one (desktop clocks drift; secrets leak).
     return {
@@ -194,6 +185,25 @@ export async function submitEvent(
       body: { ...refusal('invalid_body', `occurredAt: ${message}`, [{ field: 'occurredAt', message }]) },
     };
   }
+  return undefined;
+}
+
+/**
+ * The one path by which an event enters Ripple, whatever its input: check `occurredAt` against
+ * Ripple's clock and retention, seal the credential, record the event and enqueue it. Answers 202
+ * only once Redis holds the event; a repeat of the same id and body is answered 202 and done once.
+ */
+export async function submitEvent(
+  engine: Engine,
+  event: NewEvent,
+  now = new Date(),
+  signal?: AbortSignal,
+  deadline?: number,
+): Promise<IngestAnswer> {
+  const eventId = event.id;
+  const occurredAt = Date.parse(event.occurredAt);
+  const refused = occurredAtRefusal(engine, event.occurredAt, now);
+  if (refused) return refused;
   const meta: EventMeta = {
     id: eventId,
     type: 'password.changed',

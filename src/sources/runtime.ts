@@ -1,10 +1,12 @@
+import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { invalidRequest, refusal } from '../api/refusal.js';
 import { username as usernameSchema } from '../events/event.js';
-import { type IngestAnswer, submitEvent } from '../ingest/ingest.js';
+import { type IngestAnswer, occurredAtRefusal, submitEvent } from '../ingest/ingest.js';
 import { answerWithin } from '../ingest/routes.js';
 import type { Engine } from '../runtime/engine.js';
+import { recordAll, recordDelivery, startDeliveryDrain } from './deliveries.js';
 import { toNewEvent } from './event.js';
 import { sourceKindOf } from './index.js';
 import type { Source, SourceChange, SourceConfig, SourceOutcome, SourceReply, SourceServices } from './types.js';
@@ -36,6 +38,13 @@ export function createSources(configs: readonly SourceConfig[], services: Source
 
 const changeUser = z.object({ username: usernameSchema, id: z.string().min(1).max(256) });
 
+/** Why a change's user cannot be taken (directories would not accept the username), or undefined. */
+function userRefusal(change: SourceChange): IngestAnswer | undefined {
+  const checked = changeUser.safeParse(change.user);
+  if (checked.success) return undefined;
+  return { status: 400, body: { ...invalidRequest('invalid_user', checked.error, 'user') } };
+}
+
 /**
  * Records one change through the one path into Ripple (`submitEvent`), with the source's id as
  * `source`. A username directories would not accept (control characters, edge spaces) is refused.
@@ -46,10 +55,12 @@ export async function submitChange(
   change: SourceChange,
   signal?: AbortSignal,
   deadline?: number,
+  /** When Ripple received it (a recorded delivery's changes are submitted later). */
+  now = new Date(),
 ): Promise<IngestAnswer> {
-  const checked = changeUser.safeParse(change.user);
-  if (!checked.success) return { status: 400, body: { ...invalidRequest('invalid_user', checked.error, 'user') } };
-  const answer = await submitEvent(engine, toNewEvent(config, change), new Date(), signal, deadline);
+  const refused = userRefusal(change);
+  if (refused) return refused;
+  const answer = await submitEvent(engine, toNewEvent(config, change), now, signal, deadline);
   const outcome =
     answer.status === 202
       ? answer.duplicate
@@ -65,6 +76,10 @@ export async function submitChange(
 /** Starts every poll source; returns what stops them. */
 export function startPollers(engine: Engine, sources: Map<string, RunningSource>): () => Promise<void> {
   const started: Source[] = [];
+  const configs = new Map([...sources].map(([id, s]) => [id, s.config]));
+  const stopDrain = startDeliveryDrain(engine, configs, (config, change, receivedAt) =>
+    submitChange(engine, config, change, undefined, undefined, receivedAt),
+  );
   for (const { config, source, mode } of sources.values()) {
     if (mode !== 'poll' || !source.start) continue;
     source.start({
@@ -86,12 +101,108 @@ export function startPollers(engine: Engine, sources: Map<string, RunningSource>
     started.push(source);
   }
   return async () => {
-    await Promise.all(started.map((s) => s.stop?.()));
+    await Promise.all([...started.map((s) => s.stop?.()), stopDrain()]);
   };
 }
 
-/** Sources get a larger body limit than ingest: an Okta delivery may batch many events. */
-const SOURCE_BODY_LIMIT = 1_048_576;
+/** A request's changes, each through submitChange at once (one user's in order); 503 when Redis failed one. */
+async function recordEach(
+  engine: Engine,
+  config: SourceConfig,
+  changes: SourceChange[],
+  ignored: string[],
+  signal: AbortSignal,
+  deadline: number,
+): Promise<SourceOutcome | IngestAnswer> {
+  const answers = await recordAll(
+    changes,
+    (c) => c.user.username,
+    (c) => submitChange(engine, config, c, signal, deadline),
+  );
+  // Send it all again: what was taken is answered as a duplicate then.
+  const unavailable = answers.find((a) => a.status === 503);
+  if (unavailable) return unavailable;
+  const outcome: SourceOutcome = { accepted: [], duplicates: [], refused: [], ignored };
+  changes.forEach((change, i) => {
+    const answer = answers[i] as IngestAnswer;
+    if (answer.status === 202) {
+      (answer.duplicate ? outcome.duplicates : outcome.accepted).push(answer.body.eventId as string);
+    } else {
+      outcome.refused.push({
+        sourceEventId: change.sourceEventId,
+        error: answer.body.error,
+        message: answer.body.message,
+      });
+    }
+  });
+  return outcome;
+}
+
+/**
+ * A request of many changes (an Okta delivery): what cannot be taken for good is refused now (the
+ * same checks as submitEvent's), the rest recorded whole in one write (deliveries.ts) and answered
+ * accepted under the ids its events will have. A 503 means that write was not confirmed: sending
+ * the delivery again is safe (the same delivery is the same record, each change one event).
+ */
+async function recordWhole(
+  engine: Engine,
+  config: SourceConfig,
+  changes: SourceChange[],
+  ignored: string[],
+  deadline: number,
+): Promise<SourceOutcome | IngestAnswer> {
+  const now = new Date();
+  const outcome: SourceOutcome = { accepted: [], duplicates: [], refused: [], ignored };
+  const taken: SourceChange[] = [];
+  for (const change of changes) {
+    const event = toNewEvent(config, change);
+    const refused = userRefusal(change) ?? occurredAtRefusal(engine, event.occurredAt, now);
+    if (refused) {
+      outcome.refused.push({
+        sourceEventId: change.sourceEventId,
+        error: refused.body.error,
+        message: refused.body.message,
+      });
+      engine.metrics.sourceEvents.inc({ source: config.id, kind: config.kind, outcome: 'refused' });
+    } else {
+      taken.push(change);
+      outcome.accepted.push(event.id);
+    }
+  }
+  if (taken.length > 0) {
+    let recorded: Awaited<ReturnType<typeof recordDelivery>>;
+    try {
+      recorded = await recordDelivery(engine, config, taken, now, deadline);
+    } catch (err) {
+      engine.log.warn({ err, source: config.id }, 'a delivery could not be recorded');
+      return {
+        status: 503,
+        body: {
+          ...refusal('unavailable', 'Redis did not confirm the delivery; send it again (a repeat is carried out once)'),
+        },
+      };
+    }
+    if (recorded === 'not-replicated') {
+      return {
+        status: 503,
+        body: {
+          ...refusal(
+            'unavailable',
+            'not replicated: Redis did not confirm that its replicas (redis.waitReplicas) have the delivery in time; send it again (a repeat is carried out once)',
+          ),
+        },
+      };
+    }
+    // Counted (accepted or duplicate) as each becomes its event, by submitChange.
+  }
+  return outcome;
+}
+
+/**
+ * Sources get a larger body limit than ingest: an Okta delivery may batch up to 1000 System Log
+ * events of a few KiB each (1000 as Okta sends them measure about 2 MiB).
+ */
+const SOURCE_BODY_LIMIT = 8 * 1_048_576;
 
 /**
  * `POST /v1/sources/:id` (and `GET`, for Okta's one-time verification): the source verifies the
@@ -134,39 +245,39 @@ export async function sourceRoutes(
     const answerOf = (outcome: SourceOutcome): SourceReply =>
       source.answer?.(outcome) ?? { status: running.acceptedStatus, body: outcome };
     const replayKey = received.replayKey && `${engine.prefix}:source:{${id}}:${received.replayKey}`;
-    if (replayKey && (await engine.redis.exists(replayKey)) === 1) {
-      count('refused');
-      const message = 'this SET (its jti) was already received and accepted';
-      return reply
-        .code(400)
-        .send(source.refusal?.(400, 'invalid_request', message).body ?? refusal('replayed', message));
+    if (replayKey) {
+      // Claimed atomically with the content's hash: the same request again (its answer was lost,
+      // or it raced itself) goes ahead and is answered as a duplicate; another one with the same
+      // key (a SET's jti) is a replay.
+      const content = createHash('sha256').update(body).digest('hex');
+      const claimed = await engine.redis.set(
+        replayKey,
+        content,
+        'PX',
+        engine.config.service.status.retention,
+        'NX',
+        'GET',
+      );
+      if (claimed !== null && claimed !== content) {
+        count('refused');
+        const message = 'another SET with this jti was already received';
+        return reply
+          .code(400)
+          .send(source.refusal?.(400, 'invalid_request', message).body ?? refusal('replayed', message));
+      }
     }
-    const remember = async () => {
-      if (replayKey) await engine.redis.set(replayKey, '1', 'PX', engine.config.service.status.retention);
-    };
     if (changes.length === 0) {
       count(received.reply ? 'verified' : 'ignored');
-      await remember();
       const answer = received.reply ?? answerOf({ accepted: [], duplicates: [], refused: [], ignored });
       return reply.code(answer.status).send(answer.body);
     }
     count('received');
     return answerWithin(engine, reply, async (signal, deadline) => {
-      const outcome: SourceOutcome = { accepted: [], duplicates: [], refused: [], ignored };
-      for (const change of changes) {
-        const answer = await submitChange(engine, config, change, signal, deadline);
-        if (answer.status === 503) return answer; // send it all again: what was taken is a duplicate then
-        if (answer.status === 202) {
-          (answer.duplicate ? outcome.duplicates : outcome.accepted).push(answer.body.eventId as string);
-        } else {
-          outcome.refused.push({
-            sourceEventId: change.sourceEventId,
-            error: answer.body.error,
-            message: answer.body.message,
-          });
-        }
-      }
-      if (outcome.refused.length === 0) await remember();
+      const outcome =
+        changes.length > 1
+          ? await recordWhole(engine, config, changes, ignored, deadline)
+          : await recordEach(engine, config, changes, ignored, signal, deadline);
+      if ('status' in outcome) return outcome;
       const answer = answerOf(outcome);
       return { status: answer.status as IngestAnswer['status'], body: answer.body as Record<string, unknown> };
     });

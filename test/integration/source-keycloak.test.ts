@@ -180,6 +180,27 @@ describe('keycloak: signatures and shapes', () => {
     expect(String((group.json.ignored as string[])[0])).toMatch(/not users\/\{id\}\/reset-password/);
     expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:*`)).toEqual([]);
   });
+
+  it('a signed payload with impossible values is a 400 naming the field, never a 5xx: time beyond any date, a bad %-escape or a ./.. segment in resourcePath', async () => {
+    const { t } = await keycloakRipple();
+    const far = await post(t, userEvent('access.UPDATE_PASSWORD', { time: 9_000_000_000_000_000 }));
+    expect(far.status, far.text).toBe(400);
+    expect(far.json.message).toMatch(/^not a keycloak-events payload: time: is beyond any date/);
+    for (const resourcePath of [
+      'users/%E0%A4%A/reset-password',
+      'users/../reset-password',
+      'users/%2E%2E/reset-password',
+      'users/./reset-password',
+      'users/a%2Fb/reset-password',
+    ]) {
+      const res = await post(t, { ...adminReset('x'), resourcePath });
+      expect(res.status, `${resourcePath}: ${res.text}`).toBe(400);
+      expect(res.json.issues, resourcePath).toEqual([
+        { field: 'resourcePath', message: expect.stringMatching(/user id segment/) },
+      ]);
+    }
+    expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:*`)).toEqual([]);
+  });
 });
 
 describe('keycloak: password changes become events', () => {

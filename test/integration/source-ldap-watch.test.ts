@@ -68,6 +68,14 @@ function config(receiverUrl: string, watch: Record<string, unknown> = {}, servic
   ]);
 }
 
+/** The slapd as an `enabled: false` ldap app (a directory sources use, never written to). */
+const disabledDirectory = (ldap: Record<string, unknown>) => ({
+  id: 'corp-ldap',
+  kind: 'ldap',
+  enabled: false,
+  ldap: { url: slapd.url, bindDN: slapd.serviceDN, ...ldap },
+});
+
 const cursorKey = (t: TestRipple) => `${t.prefix}:source:{dir-watch}:cursor`;
 /** The ids of the events the watcher recorded (event keys are `<prefix>:{u:…}:ev:<id>`, in their user's slot). */
 const sourceEvents = async (t: TestRipple) =>
@@ -245,17 +253,10 @@ describe('enrich: email and groups from the directory, for a source that carries
     const configDir = writeConfig([
       webhookApp('eng-hook', eng.url, { assign: { groups: ['eng'] } }),
       webhookApp('ops-hook', ops.url, { assign: { groups: ['ops'] } }),
-      {
-        id: 'corp-ldap',
-        kind: 'ldap',
-        enabled: false,
-        ldap: {
-          url: slapd.url,
-          bindDN: slapd.serviceDN,
-          bindPassword: slapd.servicePassword,
-          search: { base: slapd.peopleDN, filter: '(uid={username})' },
-        },
-      },
+      disabledDirectory({
+        bindPassword: slapd.servicePassword,
+        search: { base: slapd.peopleDN, filter: '(uid={username})' },
+      }),
     ]);
     writeSources(configDir, [
       {
@@ -353,5 +354,166 @@ describe('enrich: email and groups from the directory, for a source that carries
     }
     const status = await t.waitForEvent(`okta.${uuid}`, ['done'], 30_000);
     expect(status.apps.map((a) => a.app)).toEqual(['eng-hook']);
+  });
+});
+
+async function withRoot<T>(fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = new Client({ url: slapd.url, timeout: 10_000 });
+  await c.bind(slapd.rootDN, slapd.rootPassword);
+  try {
+    return await fn(c);
+  } finally {
+    await c.unbind().catch(() => {});
+  }
+}
+
+const addUser = (uid: string, password: string) =>
+  withRoot((c) =>
+    c.add(slapd.userDN(uid), { objectClass: ['inetOrgPerson'], uid, cn: uid, sn: uid, userPassword: password }),
+  );
+
+const changeTime = async (uid: string) =>
+  String(
+    (await withRoot((c) => c.search(slapd.userDN(uid), { scope: 'base', attributes: ['pwdChangedTime'] })))
+      .searchEntries[0]?.pwdChangedTime,
+  );
+
+describe('ldap-watch: clocks and equal change times', () => {
+  it("one entry dated in the future (a replica's fast clock, an import) does not hide everyone else's changes until that date", async () => {
+    const fut = `fut${randomUUID().slice(0, 6)}`;
+    const nora = `nora${randomUUID().slice(0, 6)}`;
+    await addUser(fut, 'fut-first-password-1');
+    await addUser(nora, 'nora-first-password-1');
+    // As a migration or a fast replica would leave it (slapd takes it with the Relax control).
+    const ldif = `dn: ${slapd.userDN(fut)}\nchangetype: modify\nreplace: pwdChangedTime\npwdChangedTime: 20300101000000Z\n`;
+    await new Promise<void>((resolve, reject) => {
+      const child = execFile(
+        'ldapmodify',
+        ['-x', '-H', slapd.url, '-D', slapd.rootDN, '-w', slapd.rootPassword, '-e', 'relax'],
+        (err) => (err ? reject(err) : resolve()),
+      );
+      child.stdin?.end(ldif);
+    });
+    try {
+      expect(await changeTime(fut)).toBe('20300101000000Z');
+      const receiver = await env.receiver();
+      const t = await env.ripple({ apps: [], configDir: config(receiver.url) });
+      const cursor = JSON.parse(await watching(t)) as { at: string };
+      expect(cursor.at < '2030').toBe(true);
+      await new Promise((r) => setTimeout(r, 1_100));
+      await ldappasswd(nora, 'nora-first-password-1', 'nora-second-password-2');
+      await t.waitFor(
+        'an event for nora',
+        async () => ((await sourceEvents(t)).length === 1 ? true : undefined),
+        8_000,
+      );
+      expect(JSON.parse((await t.ripple.engine.redis.get(cursorKey(t))) as string).at < '2030').toBe(true);
+      expect(t.logs.filter((l) => /change time in the future/.test(String(l.msg)))).toHaveLength(1);
+    } finally {
+      // Other tests on this slapd would meet it too.
+      await withRoot((c) => c.del(slapd.userDN(fut)));
+    }
+  }, 30_000);
+
+  it("a user's own change in the same second as Ripple's write (pwdChangedTime has whole seconds) is an event, told apart by entryCSN", async () => {
+    const receiver = await env.receiver();
+    const t = await env.ripple({ apps: [], configDir: config(receiver.url) });
+    await watching(t);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const uid = `quin${randomUUID().slice(0, 6)}`;
+      await addUser(uid, `${uid}-first-password-1`);
+      const before = await changeTime(uid);
+      await new Promise((r) => setTimeout(r, 1_100));
+      // Earlier tries' own changes (another second) are events of their own, recorded by now.
+      const earlier = new Set(await sourceEvents(t));
+      const fresh = async () => (await sourceEvents(t)).filter((id) => !earlier.has(id));
+      const written = `${uid.toUpperCase()}-ripple-Written-22`;
+      const sent = await t.send(passwordChanged(uid, { credential: { password: written } }));
+      expect(sent.status).toBe(202);
+      // Ripple's write lands...
+      let ripples = before;
+      for (let i = 0; i < 1_000 && ripples === before; i++) {
+        await new Promise((r) => setTimeout(r, 5));
+        ripples = await changeTime(uid);
+      }
+      // ...and the user changes it again at once.
+      await ldappasswd(uid, written, `${uid}-own-Change-333`);
+      if ((await changeTime(uid)) !== ripples) continue; // not the same second: again, with another user
+      await t.waitForEvent(sent.json.eventId as string, ['done']);
+      const mine = await t.waitFor(
+        "the user's own change",
+        async () => {
+          const ids = await fresh();
+          return ids.length > 0 ? ids : undefined;
+        },
+        8_000,
+      );
+      await new Promise((r) => setTimeout(r, 1_000));
+      // One event: the user's change; Ripple's own write did not come back.
+      expect(await fresh()).toEqual(mine);
+      expect(mine).toHaveLength(1);
+      const change = await t.ripple.engine.store.getEvent(mine[0] as string);
+      expect(change?.meta.user.username).toBe(uid);
+      return;
+    }
+    throw new Error('the two changes never landed in the same second in 5 tries');
+  }, 90_000);
+});
+
+describe('ldap-watch: equal change times', () => {
+  it('two users changing in the same second, one before and one after a poll, are two events', async () => {
+    const [one, two] = [`same${randomUUID().slice(0, 6)}`, `same${randomUUID().slice(0, 6)}`] as [string, string];
+    await addUser(one, `${one}-first-password-1`);
+    await addUser(two, `${two}-first-password-1`);
+    const receiver = await env.receiver();
+    const t = await env.ripple({ apps: [], configDir: config(receiver.url, { interval: '100ms' }) });
+    await watching(t);
+    await new Promise((r) => setTimeout(r, 1_100));
+    // Early in a second, so that both changes share it.
+    await new Promise((r) => setTimeout(r, 1_000 - (Date.now() % 1_000) + 20));
+    await ldappasswd(one, `${one}-first-password-1`, `${one}-second-password-2`);
+    await t.waitFor(one, async () => ((await sourceEvents(t)).length === 1 ? true : undefined), 3_000);
+    await ldappasswd(two, `${two}-first-password-1`, `${two}-second-password-2`);
+    await t.waitFor(two, async () => ((await sourceEvents(t)).length === 2 ? true : undefined), 3_000);
+  }, 30_000);
+});
+
+describe('ldap-watch: config mistakes are refused at start-up', () => {
+  it('attribute shadowLastChange (days; no ordering rule in nis.schema) is refused, saying why and what to use', async () => {
+    const receiver = await env.receiver();
+    const err = await env.ripple({ apps: [], configDir: config(receiver.url, { attribute: 'shadowLastChange' }) }).then(
+      () => undefined,
+      (e: Error) => e.message,
+    );
+    expect(err).toMatch(/dir-watch\.yaml: ldap-watch\.attribute: shadowLastChange is not supported: it counts days/);
+    expect(err).toMatch(/use pwdChangedTime/);
+  });
+
+  it("a watched or enriching ldap app that is enabled: false still needs its environment variables set: start-up names the app's file and key", async () => {
+    const receiver = await env.receiver();
+    const dir = writeConfig([
+      webhookApp('audit', receiver.url),
+      disabledDirectory({
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: the config file's own ${VAR} syntax
+        bindPassword: '${RIPPLE_TEST_UNSET_LDAP_PASSWORD}',
+        userDN: `uid={username},${slapd.peopleDN}`,
+      }),
+    ]);
+    writeSources(dir, [
+      { id: 'dir-watch', kind: 'ldap-watch', 'ldap-watch': { directory: 'corp-ldap', base: slapd.peopleDN } },
+      {
+        id: 'okta',
+        kind: 'okta',
+        okta: { secrets: ['okta-hook-secret-0123456789'] },
+        enrich: { directory: 'corp-ldap' },
+      },
+    ]);
+    const err = await env.ripple({ apps: [], configDir: dir }).then(
+      () => undefined,
+      (e: Error) => e.message,
+    );
+    expect(err).toMatch(/apps\/[^:]*\.yaml: ldap\.bindPassword: .*RIPPLE_TEST_UNSET_LDAP_PASSWORD/);
+    expect(err).toMatch(/dir-watch\.yaml: ldap-watch\.directory: "corp-ldap" is used by this source/);
+    expect(err).toMatch(/okta\.yaml: enrich\.directory: "corp-ldap" is used by this source/);
   });
 });

@@ -249,3 +249,60 @@ describe('okta: a password change becomes an event', () => {
     expect(await findInRedis(t.ripple.engine.redis, SECRET)).toEqual([]);
   });
 });
+
+describe("okta: a large delivery is answered within Okta's 3 s and nothing of it is lost", () => {
+  /** A Ripple whose apps take no time: the test is about recording, not delivering. */
+  function quietConfig() {
+    const configDir = writeConfig([
+      webhookApp('audit', 'http://127.0.0.1:1/never', { enabled: false }),
+      unreachableLdapApp(),
+    ]);
+    return writeSources(configDir, [{ id: 'okta-prod', kind: 'okta', okta: { secrets: [SECRET] } }]);
+  }
+  const manyUsers = (n: number, tag: string) =>
+    Array.from({ length: n }, (_, i) => logEvent({ userId: `00u${tag}${i}`, login: `${tag}${i}@example.org` }));
+  const events = (t: { ripple: { engine: { redis: { keys(p: string): Promise<string[]> } } }; prefix: string }) =>
+    t.ripple.engine.redis.keys(`${t.prefix}:*:ev:okta-prod.*`);
+
+  it('1000 password changes of 1000 users: 200 within 3 s naming all 1000; each becomes one event, a re-delivery adds none', async () => {
+    const t = await env.ripple({ apps: [], configDir: quietConfig() });
+    const batch = manyUsers(1000, 'bulk');
+    const started = performance.now();
+    const res = await toSource(t, 'okta-prod', delivery(batch), auth);
+    const took = performance.now() - started;
+    expect(res.status, res.text.slice(0, 300)).toBe(200);
+    expect(took).toBeLessThan(3_000);
+    expect(new Set(res.json.accepted as string[])).toEqual(new Set(batch.map((e) => `okta-prod.${e.uuid}`)));
+    const counted = (outcome: string) =>
+      t.waitFor(
+        `1000 changes counted ${outcome}`,
+        async () =>
+          (await metricValue(t, 'ripple_source_events_total', { source: 'okta-prod', outcome })) === 1000 || undefined,
+        30_000,
+      );
+    await counted('accepted');
+    expect(await events(t)).toHaveLength(1000);
+    // Okta's retry of the same delivery (its first answer was lost): still 1000 events.
+    expect((await toSource(t, 'okta-prod', delivery(batch), auth)).status).toBe(200);
+    await counted('duplicate');
+    expect(await events(t)).toHaveLength(1000);
+    expect(await metricValue(t, 'ripple_source_events_total', { source: 'okta-prod', outcome: 'accepted' })).toBe(1000);
+    const one = await t.waitForEvent(`okta-prod.${batch[7]?.uuid}`, ['skipped', 'done'] as never, 10_000);
+    expect(one.apps.find((a) => a.app === 'corp-ldap')?.state).toBe('skipped');
+  }, 90_000);
+
+  it('a process that answered 200 and died before recording the events loses none: the next one records them', async () => {
+    const prefix = `t${randomUUID().slice(0, 8)}`;
+    const configDir = quietConfig();
+    // Only the HTTP side: nothing turns the recorded delivery into events here.
+    const first = await env.ripple({ apps: [], configDir, prefix, planner: false });
+    const batch = manyUsers(300, 'crash');
+    expect((await toSource(first, 'okta-prod', delivery(batch), auth)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await events(first)).toEqual([]);
+    await first.close();
+    const next = await env.ripple({ apps: [], configDir, prefix });
+    await next.waitFor('300 events', async () => ((await events(next)).length === 300 ? true : undefined), 30_000);
+    expect(await findInRedis(next.ripple.engine.redis, SECRET)).toEqual([]);
+  }, 60_000);
+});

@@ -227,17 +227,51 @@ describe('ssf: every verification rule refuses with its RFC 8935 code', () => {
       expect(String(res.json.description), what).toMatch(description);
     }
     expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:*`)).toEqual([]);
-    // A replayed jti: accepted once, refused after.
+    // A replayed jti: the same SET again (its 202 was lost) is accepted, carried out once;
+    // another SET under the same jti is refused.
     const jti = randomUUID();
     const token = await set({ jti });
+    const first = await push(t, token);
+    expect(first.status).toBe(202);
     expect((await push(t, token)).status).toBe(202);
-    expect(await push(t, token)).toMatchObject({
-      status: 400,
-      json: { err: 'invalid_request', description: expect.stringMatching(/already received/) },
-    });
+    expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:*`)).toHaveLength(1);
+    expect(await push(t, await set({ jti, subject: { format: 'email', email: 'mallory@example.org' } }))).toMatchObject(
+      {
+        status: 400,
+        json: { err: 'invalid_request', description: expect.stringMatching(/another SET with this jti/) },
+      },
+    );
   });
 
-  it('an unknown kid refetches the JWKS (rotation is taken); a kid still unknown after that is refused: invalid_key', async () => {
+  it('a verified SET with impossible content is 400 invalid_request naming the field; CAEP change_type delete is a change', async () => {
+    const { t } = await ssfRipple();
+    const far = await push(
+      t,
+      await set({ payload: { credential_type: 'password', change_type: 'update', event_timestamp: 1e13 } }),
+    );
+    expect(far).toMatchObject({
+      status: 400,
+      json: { err: 'invalid_request', description: expect.stringMatching(/^event_timestamp .* is beyond any date/) },
+    });
+    expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:*`)).toEqual([]);
+    const now = Math.floor(Date.now() / 1000);
+    const deleted = await push(
+      t,
+      await set({ payload: { credential_type: 'password', change_type: 'delete', event_timestamp: now - 5 } }),
+    );
+    expect(deleted.status, deleted.text).toBe(202);
+    expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:*`)).toHaveLength(1);
+  });
+
+  it('a re-delivery racing its first delivery is accepted once, never refused', async () => {
+    const { t } = await ssfRipple();
+    const token = await set();
+    const answers = await Promise.all([push(t, token), push(t, token), push(t, token)]);
+    expect(answers.map((a) => a.status)).toEqual([202, 202, 202]);
+    expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:*`)).toHaveLength(1);
+  });
+
+  it('an unknown kid refetches the JWKS (rotation is taken); a kid still unknown after that is answered 503 invalid_key (sent again)', async () => {
     const { t } = await ssfRipple({ jwksCooldown: '0' });
     expect((await push(t, await set())).status).toBe(202);
     const fetches = tx.jwksFetches;
@@ -247,6 +281,23 @@ describe('ssf: every verification rule refuses with its RFC 8935 code', () => {
     expect(tx.jwksFetches).toBeGreaterThan(fetches);
     tx.keys.set('tx-x', await generateKeyPair('ES256'));
     const unknown = await push(t, await set({ kid: 'tx-x' }));
-    expect(unknown).toMatchObject({ status: 400, json: { err: 'invalid_key' } });
+    expect(unknown).toMatchObject({
+      status: 503,
+      json: { err: 'invalid_key', description: expect.stringMatching(/send it again/) },
+    });
+  });
+
+  it('a key published within the refetch cooldown: 503 (not a final 400), and the retry after the cooldown is taken', async () => {
+    const { t } = await ssfRipple({ jwksCooldown: '1s' });
+    expect((await push(t, await set({ subject: { format: 'email', email: 'bob@example.org' } }))).status).toBe(202);
+    tx.keys.set('tx-3', await generateKeyPair('ES256'));
+    tx.published.add('tx-3');
+    const token = await set({ kid: 'tx-3', subject: { format: 'email', email: 'carol@example.org' } });
+    const first = await push(t, token);
+    expect(first.status, first.text).toBe(503);
+    expect(first.json.err).toBe('invalid_key');
+    expect(await t.ripple.engine.redis.keys(`${t.prefix}:*:ev:*`)).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 1_200));
+    expect((await push(t, token)).status).toBe(202);
   });
 });

@@ -8,6 +8,15 @@ import type { Client } from 'ldapts';
  * write may take); after it, it reads back the entry's change-time attributes and records their
  * values. The watcher drops a change whose (entry, attribute, value) was recorded, and waits for
  * an entry still pending. The bind DN alone cannot tell: self-service writes as the user.
+ *
+ * A change time in whole seconds (pwdChangedTime) cannot tell Ripple's write from the user's own
+ * change in the same second, so the entry's `entryCSN` (OpenLDAP: microseconds and a counter, new
+ * on every modify) is read back too: when the directory has one, a change is Ripple's only while
+ * the entry's entryCSN is still the one read back after Ripple's write. What remains: a change
+ * made between Ripple's write and its read-back (milliseconds) is taken for Ripple's; any other
+ * modify of the entry after Ripple's write, seen before the watcher got to it, makes Ripple's own
+ * write an event (one without a password: credential apps skip it). Directories without entryCSN
+ * compare the change time alone.
  */
 
 /** The change-time attributes read back after a write: whichever the watcher polls is among them. */
@@ -18,6 +27,12 @@ export const CHANGE_TIME_ATTRIBUTES = [
   'shadowLastChange',
   'modifyTimestamp',
 ] as const;
+
+/** Changes with every modify of an entry (OpenLDAP, with microseconds): read back with the change time. */
+export const CHANGE_SEQUENCE_ATTRIBUTE = 'entryCSN';
+
+/** Recorded for a change time when the directory gave no entryCSN. */
+const NO_SEQUENCE = '1';
 
 /** How long a recorded write is remembered: far longer than any poll interval. */
 const REMEMBER_MS = 24 * 3_600_000;
@@ -61,16 +76,18 @@ export async function recordOwnWrite(own: OwnWrites, client: Client, dn: string)
   const { searchEntries } = await client.search(dn, {
     scope: 'base',
     filter: '(objectClass=*)',
-    attributes: [...CHANGE_TIME_ATTRIBUTES],
+    attributes: [...CHANGE_TIME_ATTRIBUTES, CHANGE_SEQUENCE_ATTRIBUTE],
   });
   const entry = searchEntries[0] ?? { dn };
-  const fields: string[] = [];
-  for (const attr of CHANGE_TIME_ATTRIBUTES) {
+  const valuesOf = (attr: string) => {
     const found = Object.keys(entry).find((k) => k.toLowerCase() === attr.toLowerCase());
     const value = found ? entry[found] : undefined;
-    for (const v of Array.isArray(value) ? value : value === undefined ? [] : [value]) {
-      fields.push(`${attr.toLowerCase()}=${String(v)}`, '1');
-    }
+    return (Array.isArray(value) ? value : value === undefined ? [] : [value]).map(String);
+  };
+  const sequence = valuesOf(CHANGE_SEQUENCE_ATTRIBUTE)[0] ?? NO_SEQUENCE;
+  const fields: string[] = [];
+  for (const attr of CHANGE_TIME_ATTRIBUTES) {
+    for (const v of valuesOf(attr)) fields.push(`${attr.toLowerCase()}=${v}`, sequence);
   }
   const key = keyOf(own.prefix, dn);
   const tx = own.redis.multi();
@@ -84,14 +101,16 @@ export async function abandonOwnWrite(own: OwnWrites, dn: string): Promise<void>
 }
 
 /**
- * Whether the change of `dn` that set `attribute` to `value` was Ripple's own (`own`), may be
- * (a write of Ripple's to it is in flight: `pending`), or was made by someone else (`other`).
+ * Whether the change of `dn` that set `attribute` to `value` (the entry's entryCSN now being
+ * `sequence`, when the directory has one) was Ripple's own (`own`), may be (a write of Ripple's
+ * to it is in flight: `pending`), or was made by someone else (`other`).
  */
 export async function ownWriteOf(
   own: OwnWrites,
   dn: string,
   attribute: string,
   value: string,
+  sequence: string | undefined,
   now = Date.now(),
 ): Promise<'own' | 'pending' | 'other'> {
   const [recorded, pending] = await own.redis.hmget(
@@ -99,7 +118,8 @@ export async function ownWriteOf(
     `${attribute.toLowerCase()}=${value}`,
     '_pending',
   );
-  if (recorded) return 'own';
+  // The same change time, but the entry was modified since Ripple read it back: the user's own change in that second.
+  if (recorded && (recorded === NO_SEQUENCE || sequence === undefined || recorded === sequence)) return 'own';
   if (pending && Number(pending) > now) return 'pending';
   return 'other';
 }

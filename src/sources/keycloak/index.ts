@@ -24,10 +24,14 @@ const settingsSchema = z.strictObject({
 
 export type KeycloakSettings = z.output<typeof settingsSchema>;
 
+/** The largest epoch-ms value a JavaScript Date holds. */
+const MAX_DATE_MS = 8.64e15;
+
 /** keycloak-events' webhook payload: the parts Ripple reads. */
 const payloadSchema = z.looseObject({
   uid: z.string().min(1).max(256),
-  time: z.number().int().positive(),
+  // Epoch ms: a larger one is no date at all.
+  time: z.number().int().positive().max(MAX_DATE_MS, 'is beyond any date (epoch milliseconds expected)'),
   type: z.string(),
   error: z.string().nullish(),
   resourcePath: z.string().nullish(),
@@ -37,10 +41,24 @@ const payloadSchema = z.looseObject({
 
 const RESET_PATH = /^users\/([^/]+)\/reset-password$/;
 
+/** The user id in a reset path's segment, or why it is none (a bad %-escape, a `.`/`..` segment). */
+function userIdOf(segment: string): { userId: string } | { bad: string } {
+  let userId: string;
+  try {
+    userId = decodeURIComponent(segment);
+  } catch {
+    return { bad: `resourcePath: user id segment "${segment}" has a malformed %-escape` };
+  }
+  if (userId === '.' || userId === '..' || userId.includes('/')) {
+    return { bad: `resourcePath: user id segment "${segment}" is not a user id (a path segment)` };
+  }
+  return { userId };
+}
+
 /** Which change a payload reports, or why it is none. */
 function classify(
   p: z.output<typeof payloadSchema>,
-): { userId: string; username?: string; initiator: 'user' | 'admin' } | { ignore: string } {
+): { userId: string; username?: string; initiator: 'user' | 'admin' } | { ignore: string } | { bad: string } {
   if (p.error) return { ignore: `${p.type} failed (${p.error})` };
   if (p.type === 'access.UPDATE_PASSWORD' || p.type === 'access.UPDATE_CREDENTIAL') {
     const credentialType = p.details?.credential_type;
@@ -59,7 +77,8 @@ function classify(
     const m = RESET_PATH.exec(p.resourcePath ?? '');
     if (!m?.[1])
       return { ignore: `admin.USER-ACTION on ${p.resourcePath ?? '(no resourcePath)'}, not users/{id}/reset-password` };
-    return { userId: decodeURIComponent(m[1]), initiator: 'admin' };
+    const id = userIdOf(m[1]);
+    return 'bad' in id ? id : { userId: id.userId, initiator: 'admin' };
   }
   return { ignore: `event type ${p.type} is not a password change` };
 }
@@ -110,6 +129,10 @@ async function receive(s: KeycloakSettings, api: KeycloakAdminApi | undefined, r
   const p = parsed.data;
   const what = classify(p);
   if ('ignore' in what) return { changes: [], ignored: [`${p.uid}: ${what.ignore}`] };
+  if ('bad' in what) {
+    const issue = { field: 'resourcePath', message: what.bad.replace(/^resourcePath: /, '') };
+    return { refused: { status: 400, body: refusal('invalid_body', what.bad, [issue]) } };
+  }
   let username = what.username;
   let email: string | undefined;
   if (!username) {

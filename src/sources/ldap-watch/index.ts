@@ -2,17 +2,28 @@ import { randomUUID } from 'node:crypto';
 import type { Entry } from 'ldapts';
 import { z } from 'zod';
 import { escapeFilterValue, type LdapSettings, step, withClient } from '../../../workers/ldap/index.js';
-import { CHANGE_TIME_ATTRIBUTES, normalizeDn, ownWriteOf } from '../../../workers/ldap/own-writes.js';
+import {
+  CHANGE_SEQUENCE_ATTRIBUTE,
+  CHANGE_TIME_ATTRIBUTES,
+  normalizeDn,
+  ownWriteOf,
+} from '../../../workers/ldap/own-writes.js';
 import { duration } from '../../config/schema-context.js';
 import type { AppConfig } from '../../config/types.js';
+import { MAX_CLOCK_SKEW_MS } from '../../events/event.js';
 import type { PollRuntime, SourceChange, SourceConfig, SourceKind, SourceServices } from '../types.js';
 import { type ChangeTimeFormat, changeTimeMs, laterOf } from './change-time.js';
 
-const DEFAULT_FORMAT: Record<(typeof CHANGE_TIME_ATTRIBUTES)[number], ChangeTimeFormat> = {
+/** The change-time attributes a watcher can search by order (`>=`), in time of at least seconds. */
+const WATCHABLE = CHANGE_TIME_ATTRIBUTES.filter((a) => a !== 'shadowLastChange') as [
+  Exclude<(typeof CHANGE_TIME_ATTRIBUTES)[number], 'shadowLastChange'>,
+  ...Exclude<(typeof CHANGE_TIME_ATTRIBUTES)[number], 'shadowLastChange'>[],
+];
+
+const DEFAULT_FORMAT: Record<(typeof WATCHABLE)[number], ChangeTimeFormat> = {
   pwdChangedTime: 'generalizedTime',
   pwdLastSet: 'filetime',
   pwdUpdateTime: 'generalizedTime',
-  shadowLastChange: 'unix',
   modifyTimestamp: 'generalizedTime',
 };
 
@@ -27,7 +38,14 @@ const settingsSchema = z
       .regex(/^\(.*\)$/, 'an LDAP filter in parentheses, e.g. (objectClass=inetOrgPerson)')
       .default('(objectClass=*)'),
     /** The attribute the directory sets when a password changes. */
-    attribute: z.enum(CHANGE_TIME_ATTRIBUTES).default('pwdChangedTime'),
+    attribute: z
+      .enum(WATCHABLE, {
+        error: (issue) =>
+          issue.input === 'shadowLastChange'
+            ? 'shadowLastChange is not supported: it counts days (two changes a day look alike) and has no ORDERING rule in nis.schema, so the directory cannot search it by order; use pwdChangedTime (OpenLDAP ppolicy) or modifyTimestamp'
+            : `one of ${WATCHABLE.join(', ')}`,
+      })
+      .default('pwdChangedTime'),
     /** How it is written: by default the attribute's own (pwdLastSet: filetime). */
     format: z.enum(['generalizedTime', 'filetime', 'unix']).optional(),
     usernameAttribute: z.string().min(1).default('uid'),
@@ -77,6 +95,15 @@ function parseCursor(raw: string | null): Cursor | undefined {
   if (!raw) return undefined;
   const parsed = JSON.parse(raw) as Partial<Cursor>;
   return { at: String(parsed.at), done: Array.isArray(parsed.done) ? parsed.done.map(String) : [] };
+}
+
+/**
+ * How the cursor names an entry handled at its time: its DN, and its entryCSN when the directory
+ * has one, so that a second change of the entry within the same second is not taken as handled.
+ */
+function doneKey(entry: Entry): string {
+  const sequence = values(entry, CHANGE_SEQUENCE_ATTRIBUTE)[0];
+  return sequence ? `${normalizeDn(entry.dn)}#${sequence}` : normalizeDn(entry.dn);
 }
 
 class Watcher {
@@ -154,7 +181,15 @@ class Watcher {
     const cursor = parseCursor(await rt.redis.get(cursorKey));
     const attr = s.attribute;
     const filter = cursor ? `(&${s.filter}(${attr}>=${escapeFilterValue(cursor.at)}))` : `(&${s.filter}(${attr}=*))`;
-    const attributes = [attr, s.usernameAttribute, s.idAttribute, s.emailAttribute, s.groupsAttribute, 'modifiersName'];
+    const attributes = [
+      attr,
+      s.usernameAttribute,
+      s.idAttribute,
+      s.emailAttribute,
+      s.groupsAttribute,
+      'modifiersName',
+      CHANGE_SEQUENCE_ATTRIBUTE,
+    ];
     const entries = await withClient(
       this.ldap,
       this.timeouts,
@@ -167,17 +202,26 @@ class Watcher {
         return result.searchEntries;
       },
     );
+    // An entry dated beyond now (a replica with a fast clock, an import) is left for when its
+    // time comes: the cursor never moves past now + the allowed skew, or it would pass over
+    // everyone else's changes until that date.
+    const latest = Date.now() + MAX_CLOCK_SKEW_MS;
     const changed = entries
       .map((entry) => ({ entry, value: values(entry, attr)[0] }))
       .filter(
         (e): e is { entry: Entry; value: string } =>
           e.value !== undefined && changeTimeMs(e.value, s.format) !== undefined,
       )
+      .filter((e) => {
+        if ((changeTimeMs(e.value, s.format) as number) <= latest) return true;
+        this.warnFuture(e.entry.dn, e.value);
+        return false;
+      })
       .sort((a, b) => (changeTimeMs(a.value, s.format) ?? 0) - (changeTimeMs(b.value, s.format) ?? 0));
     if (!cursor) {
       // First poll: start from the newest change the directory has now; history is not replayed.
       const at = changed.at(-1)?.value ?? (s.format === 'generalizedTime' ? '19700101000000Z' : '0');
-      const start: Cursor = { at, done: changed.filter((c) => c.value === at).map((c) => normalizeDn(c.entry.dn)) };
+      const start: Cursor = { at, done: changed.filter((c) => c.value === at).map((c) => doneKey(c.entry)) };
       await rt.redis.eval(ADVANCE, 2, lock, cursorKey, this.token, JSON.stringify(start));
       rt.count('poll', 'ok');
       this.services.log.info(
@@ -188,7 +232,7 @@ class Watcher {
     }
     let next = cursor;
     for (const { entry, value } of changed) {
-      const dn = normalizeDn(entry.dn);
+      const dn = doneKey(entry);
       // The search includes the cursor's own time (another change in that second may come after a poll): skip those done.
       if (value === cursor.at && cursor.done.includes(dn)) continue;
       const outcome = await this.consider(rt, entry, value);
@@ -201,9 +245,23 @@ class Watcher {
     rt.count('poll', 'ok');
   }
 
+  /** Entries dated in the future already logged (once each, not every poll). */
+  private readonly future = new Set<string>();
+
+  private warnFuture(dn: string, value: string): void {
+    const key = `${normalizeDn(dn)}|${value}`;
+    if (this.future.has(key)) return;
+    if (this.future.size > 10_000) this.future.clear();
+    this.future.add(key);
+    this.services.log.warn(
+      { source: this.source.id, dn, [this.source.settings.attribute]: value },
+      `ldap-watch ${this.source.id}: ${dn} has a change time in the future (${value}); it is taken when that time comes, and the cursor does not move past now`,
+    );
+  }
+
   private async consider(rt: PollRuntime, entry: Entry, value: string): Promise<'done' | 'hold'> {
     const s = this.source.settings;
-    const own = await ownWriteOf(rt, entry.dn, s.attribute, value);
+    const own = await ownWriteOf(rt, entry.dn, s.attribute, value, values(entry, CHANGE_SEQUENCE_ATTRIBUTE)[0]);
     if (own === 'own') {
       rt.count('change', 'loop');
       return 'done';

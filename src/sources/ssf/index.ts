@@ -1,3 +1,4 @@
+import { errors as joseErrors } from 'jose';
 import { z } from 'zod';
 import { duration } from '../../config/schema-context.js';
 import {
@@ -44,6 +45,9 @@ const settingsSchema = z.strictObject({
 });
 
 export type SsfSettings = z.output<typeof settingsSchema>;
+
+/** The largest number of seconds since 1970 a JavaScript Date holds. */
+const MAX_DATE_S = 8.64e12;
 
 /** RFC 8935 §2.3: a refusal is `400 {err, description}`. */
 const refuse = (err: string, description: string, status = 400): { refused: SourceReply } => ({
@@ -134,6 +138,15 @@ export const ssfSource: SourceKind<'ssf', SsfSettings> = {
           });
         } catch (err) {
           if (err instanceof SetError) {
+            // A kid missing from the keys as last read may be a key the transmitter published
+            // since (rotation) that jose will not fetch within its cooldown: not final, send again.
+            if (err.cause instanceof joseErrors.JWKSNoMatchingKey) {
+              return refuse(
+                'invalid_key',
+                `${err.message} (as last read; Ripple reads the transmitter's keys again at most every ${s.jwksCooldown} ms); nothing was accepted, send it again`,
+                503,
+              );
+            }
             return err.retryable
               ? refuse('invalid_key', `${err.message}; nothing was accepted, send it again`, 503)
               : refuse(err.err, err.message);
@@ -163,7 +176,7 @@ export const ssfSource: SourceKind<'ssf', SsfSettings> = {
         if (
           changeType === 'credential' &&
           payload.change_type !== undefined &&
-          !['update', 'create', 'revoke'].includes(String(payload.change_type))
+          !['update', 'create', 'revoke', 'delete'].includes(String(payload.change_type))
         ) {
           return refuse('invalid_request', `change_type ${String(payload.change_type)} is not a CAEP change type`);
         }
@@ -175,6 +188,9 @@ export const ssfSource: SourceKind<'ssf', SsfSettings> = {
         const at = payload.event_timestamp;
         if (at !== undefined && (typeof at !== 'number' || !Number.isFinite(at))) {
           return refuse('invalid_request', 'event_timestamp must be a number of seconds');
+        }
+        if (typeof at === 'number' && Math.abs(at) > MAX_DATE_S) {
+          return refuse('invalid_request', `event_timestamp ${at} is beyond any date (seconds since 1970 expected)`);
         }
         const initiating = payload.initiating_entity;
         const change: SourceChange = {
