@@ -1,8 +1,11 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // The benchmark's own check (it runs `npm run bench` and `--soak` at a tiny size, about a minute)
+    // is `npm run bench:check`, not part of `npm test`, which stays short enough to run often.
+    exclude: [...configDefaults.exclude, ...(process.env.RIPPLE_BENCH_CHECK ? [] : ['test/bench/**'])],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Two cores: integration tests start real servers, so keep parallelism modest.
