@@ -127,7 +127,11 @@ export async function portalRoutes(app: FastifyInstance, opts: PortalOptions): P
     const latest = await selfService.latestChange(session.data.username);
     if (!latest || (session.data.events ?? []).includes(latest.eventId)) return false;
     if (Date.parse(latest.occurredAt) <= (session.data.signedInAt ?? 0)) return false;
-    return !(await sessions.isChanging(session.id));
+    if (await sessions.isChanging(session.id)) return false;
+    // This request read the session before this session's own change may have finished (another
+    // tab's Save): its change lock is free now, so a fresh read holds that change if it was ours.
+    const fresh = await sessions.load(session.id);
+    return !(fresh?.data.events ?? []).includes(latest.eventId);
   }
 
   /** The browser's session; a signed-in one that a later password change outdated is ended (undefined). */
