@@ -8,8 +8,9 @@ export default defineConfig({
     exclude: [...configDefaults.exclude, ...(process.env.RIPPLE_BENCH_CHECK ? [] : ['test/bench/**'])],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    // Two cores: integration tests start real servers, so keep parallelism modest.
-    maxWorkers: 2,
+    // Two cores, but the integration tests mostly wait on the real servers they start: three
+    // files at a time took the suite from about 7 to about 5.5 minutes here, still green.
+    maxWorkers: 3,
     reporters: ['default'],
   },
 });
