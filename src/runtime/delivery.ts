@@ -321,7 +321,8 @@ function abortAfter(ms: number, shutdown: AbortSignal) {
 }
 
 /** Whether `work` settles (either way) within `ms`. */
-async function settledWithin(work: Promise<unknown>, ms: number): Promise<'settled' | 'late'> {
+/** Whether `work` settled (either way) within `ms`; it goes on either way. */
+export async function settledWithin(work: Promise<unknown>, ms: number): Promise<'settled' | 'late'> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<'late'>((res) => {
     timer = setTimeout(() => res('late'), ms);

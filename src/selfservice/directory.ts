@@ -1,4 +1,5 @@
 import { type Client, type Entry, ResultCodeError } from 'ldapts';
+import { attributeValues, groupName } from '../../workers/ldap/entry.js';
 import {
   classifyLdapError,
   type LdapSettings,
@@ -9,6 +10,7 @@ import {
 } from '../../workers/ldap/index.js';
 import { abandonOwnWrite, beginOwnWrite, type OwnWrites, recordOwnWrite } from '../../workers/ldap/own-writes.js';
 import type { AppConfig } from '../config/types.js';
+import { settledWithin } from '../runtime/delivery.js';
 
 /** A directory user, as the event that records their change names them. */
 export interface DirectoryUser {
@@ -35,17 +37,6 @@ export type PasswordWrite =
 /** How long a self-service change waits to record its write as Ripple's own (see `own-writes.ts`). */
 const RECORD_OWN_WRITE_MS = 1_000;
 
-async function recordWithin(ms: number, work: Promise<void>, warn: (err: unknown) => void): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<void>((resolve) => {
-    timer = setTimeout(() => {
-      warn(new Error(`not recorded within ${ms} ms`));
-      resolve();
-    }, ms);
-  });
-  await Promise.race([work.catch(warn), late]).finally(() => clearTimeout(timer));
-}
-
 /** Result codes with which a directory refuses a user's new password under its policy. */
 const POLICY_CODES = new Set([19, 53]);
 
@@ -56,21 +47,14 @@ export function diagnostic(err: ResultCodeError): string {
   return err.message.replace(/\s*Code: 0x[0-9a-f]+\s*$/i, '').trim();
 }
 
-const first = (v: Entry[string] | undefined): string | undefined => {
-  const value = Array.isArray(v) ? v[0] : v;
-  return value === undefined ? undefined : String(value);
-};
-
 function directoryUser(dn: string, entry: Entry): DirectoryUser {
-  const uid = first(entry.uid);
-  const memberOf =
-    entry.memberOf === undefined ? [] : Array.isArray(entry.memberOf) ? entry.memberOf : [entry.memberOf];
+  const first = (attr: string) => attributeValues(entry, attr)[0];
   return {
     dn,
-    username: uid ?? dn,
-    id: first(entry.entryUUID) ?? dn,
-    email: first(entry.mail),
-    groups: memberOf.map((g) => String(g).replace(/^[^=]+=((?:[^,\\]|\\.)*).*$/s, '$1')),
+    username: first('uid') ?? dn,
+    id: first('entryUUID') ?? dn,
+    email: first('mail'),
+    groups: attributeValues(entry, 'memberOf').map(groupName),
   };
 }
 
@@ -138,10 +122,12 @@ export class Directory {
         await client.exop(PASSWORD_MODIFY_OID, passwordModifyRequest(user.dn, next, current));
         // Best effort, and bounded: the user's answer (and recording the change) must not wait on
         // it. Until it lands, the pending mark keeps a watcher from taking the write for a change.
-        if (own)
-          await recordWithin(RECORD_OWN_WRITE_MS, recordOwnWrite(own, client, user.dn), (err) =>
-            own.warn(err, user.dn),
-          );
+        if (own) {
+          const recording = recordOwnWrite(own, client, user.dn).catch((err) => own.warn(err, user.dn));
+          if ((await settledWithin(recording, RECORD_OWN_WRITE_MS)) === 'late') {
+            own.warn(new Error(`not recorded within ${RECORD_OWN_WRITE_MS} ms`), user.dn);
+          }
+        }
         return { outcome: 'changed', user } as const;
       } catch (err) {
         if (own) await abandonOwnWrite(own, user.dn).catch(() => {});

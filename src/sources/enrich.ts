@@ -1,20 +1,12 @@
+import { attributeValues, groupName } from '../../workers/ldap/entry.js';
 import { escapeFilterValue, type LdapSettings, resolveUser, step, withClient } from '../../workers/ldap/index.js';
 import type { AppConfig } from '../config/types.js';
 import type { EventMeta } from '../events/event.js';
 import type { PasswordChange } from '../targets/adapter.js';
-import { groupName } from './ldap-watch/index.js';
 import type { EnrichSettings } from './types.js';
 
 /** How long one directory lookup for an event may take. */
 const LOOKUP_TIMEOUT_MS = 10_000;
-
-const values = (entry: Record<string, unknown>, attr: string): string[] => {
-  const key = Object.keys(entry).find((k) => k.toLowerCase() === attr.toLowerCase());
-  const v = key ? entry[key] : undefined;
-  return (Array.isArray(v) ? v : v === undefined ? [] : [v]).map((x) =>
-    Buffer.isBuffer(x) ? x.toString() : String(x),
-  );
-};
 
 /**
  * The event's user with `email` and `groups` filled from the directory where the source did not
@@ -45,7 +37,7 @@ export async function enrichUser(
       }),
     );
     const entry = (searchEntries[0] ?? {}) as Record<string, unknown>;
-    let groups = values(entry, enrich.groupsAttribute).map(groupName);
+    let groups = attributeValues(entry, enrich.groupsAttribute).map(groupName);
     if (enrich.groupSearch) {
       const gs = enrich.groupSearch;
       const filter = gs.filter
@@ -54,9 +46,11 @@ export async function enrichUser(
       const result = await step(`search ${gs.base} for ${filter}`, () =>
         client.search(gs.base, { scope: 'sub', filter, attributes: [gs.nameAttribute], paged: true }),
       );
-      groups = result.searchEntries.flatMap((g) => values(g as Record<string, unknown>, gs.nameAttribute).slice(0, 1));
+      groups = result.searchEntries.flatMap((g) =>
+        attributeValues(g as Record<string, unknown>, gs.nameAttribute).slice(0, 1),
+      );
     }
-    const email = user.email ?? values(entry, enrich.emailAttribute)[0];
+    const email = user.email ?? attributeValues(entry, enrich.emailAttribute)[0];
     return {
       ...user,
       ...(email ? { email } : {}),

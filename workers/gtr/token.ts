@@ -6,7 +6,7 @@ import { raceAbort } from '../../src/runtime/delivery.js';
 import type { SigningKey } from '../../src/signing/keys.js';
 import { describeFetchError } from '../../src/targets/http.js';
 import { redactSecrets } from '../../src/util/redact.js';
-import { isLoopback } from '../oidc/revocation.js';
+import { discoverFollowingSignal } from '../oidc/revocation.js';
 
 export type TokenAuth =
   | { method: 'client_secret_basic' | 'client_secret_post'; clientSecret: string }
@@ -50,24 +50,7 @@ export class AccessTokens {
   private discover(): Promise<client.Configuration> {
     if (!this.config) {
       const { issuer, clientId } = this.settings;
-      const withSignal: client.CustomFetch = (url, options) => {
-        const outer = this.signal.getStore();
-        const signal = outer && options.signal ? AbortSignal.any([options.signal, outer]) : (outer ?? options.signal);
-        return fetch(url, { ...options, signal } as RequestInit);
-      };
-      this.config = this.clientAuth()
-        .then((auth) =>
-          client.discovery(new URL(issuer), clientId, undefined, auth, {
-            execute: isLoopback(issuer) ? [client.allowInsecureRequests] : [],
-            [client.customFetch]: withSignal,
-          }),
-        )
-        .then((config) => {
-          config[client.customFetch] = withSignal;
-          return config;
-        });
-      // A failed discovery is tried again at the next delivery.
-      this.config.catch(() => {
+      this.config = discoverFollowingSignal(issuer, clientId, this.clientAuth(), this.signal, () => {
         this.config = undefined;
       });
     }

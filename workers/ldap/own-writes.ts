@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Client } from 'ldapts';
+import { attributeValues } from './entry.js';
 
 /**
  * Ripple's own password writes to a directory (a credential app, the self-service portal),
@@ -79,11 +80,7 @@ export async function recordOwnWrite(own: OwnWrites, client: Client, dn: string)
     attributes: [...CHANGE_TIME_ATTRIBUTES, CHANGE_SEQUENCE_ATTRIBUTE],
   });
   const entry = searchEntries[0] ?? { dn };
-  const valuesOf = (attr: string) => {
-    const found = Object.keys(entry).find((k) => k.toLowerCase() === attr.toLowerCase());
-    const value = found ? entry[found] : undefined;
-    return (Array.isArray(value) ? value : value === undefined ? [] : [value]).map(String);
-  };
+  const valuesOf = (attr: string) => attributeValues(entry, attr);
   const sequence = valuesOf(CHANGE_SEQUENCE_ATTRIBUTE)[0] ?? NO_SEQUENCE;
   const fields: string[] = [];
   for (const attr of CHANGE_TIME_ATTRIBUTES) {

@@ -18,6 +18,39 @@ export function isLoopback(url: string): boolean {
 }
 
 /**
+ * openid-client discovery whose every HTTP request (discovery and each later call through the
+ * returned configuration) follows the abort signal in `signal` at the time of the request: the
+ * delivery's, so an app's `timeout` and a worker's shutdown cut them too. Plain http only for a
+ * loopback issuer. Kept by the caller; a failed discovery is forgotten so the next call tries again.
+ */
+export function discoverFollowingSignal(
+  issuer: string,
+  clientId: string,
+  auth: client.ClientAuth | Promise<client.ClientAuth>,
+  signal: AsyncLocalStorage<AbortSignal>,
+  forget: () => void,
+): Promise<client.Configuration> {
+  const fetchWithSignal: client.CustomFetch = (url, options) => {
+    const outer = signal.getStore();
+    const combined = outer && options.signal ? AbortSignal.any([options.signal, outer]) : (outer ?? options.signal);
+    return fetch(url, { ...options, signal: combined } as RequestInit);
+  };
+  const config = Promise.resolve(auth)
+    .then((clientAuth) =>
+      client.discovery(new URL(issuer), clientId, undefined, clientAuth, {
+        execute: isLoopback(issuer) ? [client.allowInsecureRequests] : [],
+        [client.customFetch]: fetchWithSignal,
+      }),
+    )
+    .then((discovered) => {
+      discovered[client.customFetch] = fetchWithSignal;
+      return discovered;
+    });
+  config.catch(forget);
+  return config;
+}
+
+/**
  * RFC 7009 token revocation through openid-client, against the issuer's discovered
  * `revocation_endpoint`. Discovery runs once and is kept; every HTTP request follows
  * the delivery's abort signal.
@@ -37,22 +70,7 @@ export class Revoker {
           : authMethod === 'client_secret_post'
             ? client.ClientSecretPost(clientSecret)
             : client.ClientSecretBasic(clientSecret);
-      const fetchWithSignal: client.CustomFetch = (url, options) => {
-        const outer = this.signal.getStore();
-        const signal = outer && options.signal ? AbortSignal.any([options.signal, outer]) : (outer ?? options.signal);
-        return fetch(url, { ...options, signal } as RequestInit);
-      };
-      this.config = client
-        .discovery(new URL(issuer), clientId, undefined, auth, {
-          execute: isLoopback(issuer) ? [client.allowInsecureRequests] : [],
-          [client.customFetch]: fetchWithSignal,
-        })
-        .then((config) => {
-          config[client.customFetch] = fetchWithSignal;
-          return config;
-        });
-      // A failed discovery is retried at the next call.
-      this.config.catch(() => {
+      this.config = discoverFollowingSignal(issuer, clientId, auth, this.signal, () => {
         this.config = undefined;
       });
     }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Entry } from 'ldapts';
 import { z } from 'zod';
+import { attributeValues, groupName } from '../../../workers/ldap/entry.js';
 import { escapeFilterValue, type LdapSettings, step, withClient } from '../../../workers/ldap/index.js';
 import {
   CHANGE_SEQUENCE_ATTRIBUTE,
@@ -60,20 +61,6 @@ const settingsSchema = z
 
 export type LdapWatchSettings = z.output<typeof settingsSchema>;
 
-/** A DN's first value (`cn=eng,ou=groups,…` → `eng`): how memberOf names a group. */
-export function groupName(dn: string): string {
-  const first = dn.split(',')[0] ?? dn;
-  return first.slice(first.indexOf('=') + 1).trim();
-}
-
-const values = (entry: Entry, attr: string): string[] => {
-  const key = Object.keys(entry).find((k) => k.toLowerCase() === attr.toLowerCase());
-  const v = key ? entry[key] : undefined;
-  return (Array.isArray(v) ? v : v === undefined ? [] : [v]).map((x) =>
-    Buffer.isBuffer(x) ? x.toString() : String(x),
-  );
-};
-
 /** The Lua step that moves the cursor only while this process holds the poll lock. */
 const ADVANCE = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[2], ARGV[2]) return 1 end return 0`;
 /** Takes the poll lock, or renews it when held by this token. */
@@ -102,7 +89,7 @@ function parseCursor(raw: string | null): Cursor | undefined {
  * has one, so that a second change of the entry within the same second is not taken as handled.
  */
 function doneKey(entry: Entry): string {
-  const sequence = values(entry, CHANGE_SEQUENCE_ATTRIBUTE)[0];
+  const sequence = attributeValues(entry, CHANGE_SEQUENCE_ATTRIBUTE)[0];
   return sequence ? `${normalizeDn(entry.dn)}#${sequence}` : normalizeDn(entry.dn);
 }
 
@@ -207,7 +194,7 @@ class Watcher {
     // everyone else's changes until that date.
     const latest = Date.now() + MAX_CLOCK_SKEW_MS;
     const changed = entries
-      .map((entry) => ({ entry, value: values(entry, attr)[0] }))
+      .map((entry) => ({ entry, value: attributeValues(entry, attr)[0] }))
       .filter(
         (e): e is { entry: Entry; value: string } =>
           e.value !== undefined && changeTimeMs(e.value, s.format) !== undefined,
@@ -261,13 +248,19 @@ class Watcher {
 
   private async consider(rt: PollRuntime, entry: Entry, value: string): Promise<'done' | 'hold'> {
     const s = this.source.settings;
-    const own = await ownWriteOf(rt, entry.dn, s.attribute, value, values(entry, CHANGE_SEQUENCE_ATTRIBUTE)[0]);
+    const own = await ownWriteOf(
+      rt,
+      entry.dn,
+      s.attribute,
+      value,
+      attributeValues(entry, CHANGE_SEQUENCE_ATTRIBUTE)[0],
+    );
     if (own === 'own') {
       rt.count('change', 'loop');
       return 'done';
     }
     if (own === 'pending') return 'hold';
-    const username = values(entry, s.usernameAttribute)[0];
+    const username = attributeValues(entry, s.usernameAttribute)[0];
     if (!username) {
       rt.count('change', 'ignored');
       this.services.log.warn(
@@ -276,17 +269,17 @@ class Watcher {
       );
       return 'done';
     }
-    const modifier = values(entry, 'modifiersName')[0];
-    const email = values(entry, s.emailAttribute)[0];
+    const modifier = attributeValues(entry, 'modifiersName')[0];
+    const email = attributeValues(entry, s.emailAttribute)[0];
     const change: SourceChange = {
       // The entry and its change time: a re-poll of the same change is the same event.
       sourceEventId: `${normalizeDn(entry.dn)}|${value}`,
       occurredAt: new Date(changeTimeMs(value, s.format) as number).toISOString(),
       user: {
-        id: values(entry, s.idAttribute)[0] ?? entry.dn,
+        id: attributeValues(entry, s.idAttribute)[0] ?? entry.dn,
         username,
         ...(email ? { email } : {}),
-        groups: values(entry, s.groupsAttribute).map(groupName),
+        groups: attributeValues(entry, s.groupsAttribute).map(groupName),
       },
       // modifiersName is the last modifier of the whole entry: only "the user themselves" is sure enough.
       ...(modifier && normalizeDn(modifier) === normalizeDn(entry.dn) ? { initiator: 'user' as const } : {}),
